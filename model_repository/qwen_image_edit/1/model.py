@@ -1,0 +1,33 @@
+"""Triton adapter for Qwen-Image-Edit; the logic lives in qie_engine."""
+
+import dataclasses
+import json
+import os
+import sys
+
+# Triton's Python stub ignores PYTHONPATH; honour it so qie_engine and its packages import.
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p not in sys.path]
+
+import triton_python_backend_utils as pb_utils
+
+from qie_engine import json_logging
+from qie_engine.model_config import qwen_settings, read_parameters
+from qie_engine.qwen_editor import QwenEditor
+from qie_engine.triton_adapter import RequestAdapter
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        json_logging.configure(os.environ.get("LOG_LEVEL", "INFO"))
+        params = read_parameters(json.loads(args["model_config"]), os.environ)
+        settings = qwen_settings(params)
+        if args["model_instance_kind"] == "GPU":
+            # One instance per GPU: each one owns the device Triton placed it on.
+            device = f"cuda:{args['model_instance_device_id']}"
+            settings = dataclasses.replace(settings, device=device)
+        # Warm-up runs inside QwenEditor, so Triton reports ready only once it is done.
+        self.adapter = RequestAdapter(QwenEditor(args["model_name"], settings), pb_utils)
+
+    def execute(self, requests):
+        for request in requests:
+            self.adapter.serve(request)

@@ -1,0 +1,148 @@
+"""Build a tiny random-weight Qwen-Image-Edit pipeline offline, in the real diffusers format.
+
+Its pixels are meaningless: it exists so the real loading and denoising code runs on a CPU
+machine with no download. Plus variants (2509/2511) share every component; only the pipeline
+class in model_index.json differs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SPECIAL_TOKENS = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|endoftext|>",
+]
+RANDOM_WEIGHTS_KEY = "_qie_random_weights"  # in model_index.json; "_" keys are ignored by diffusers
+
+
+def _byte_level_vocab() -> dict[str, int]:
+    from tokenizers import pre_tokenizers
+
+    return {char: i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+
+
+def build_tiny_pipeline(variant: str = "edit", seed: int = 0) -> Any:
+    """Return an in-memory tiny pipeline; variant is "edit" or "plus"."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPipeline,
+        QwenImageEditPlusPipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2Tokenizer,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = Qwen2Tokenizer(vocab=_byte_level_vocab(), merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    ids: dict[str, Any] = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
+            "rope_theta": 1000000.0,
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_heads": 2,
+            "out_hidden_size": 16,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "fullatt_block_indexes": [1],
+            "window_size": 112,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    # Few pixels per condition image keeps the vision tower cheap; the real processor allows ~1 MP.
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+    )
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=3,
+        joint_attention_dim=16,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+    )
+    vae = AutoencoderKLQwenImage(
+        base_dim=4,
+        z_dim=4,
+        dim_mult=[1, 2, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    )
+    # The scheduler settings Qwen-Image-Edit ships with.
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256,
+        base_shift=0.5,
+        max_image_seq_len=8192,
+        max_shift=0.9,
+        num_train_timesteps=1000,
+        shift=1.0,
+        shift_terminal=0.02,
+        time_shift_type="exponential",
+        use_dynamic_shifting=True,
+    )
+    pipeline_class = QwenImageEditPlusPipeline if variant == "plus" else QwenImageEditPipeline
+    return pipeline_class(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        processor=processor,
+        transformer=transformer,
+    )
+
+
+def save_tiny_pipeline(target: Path, variant: str = "edit", seed: int = 0) -> Path:
+    """Write the tiny pipeline with save_pretrained and mark it as random weights."""
+    pipe = build_tiny_pipeline(variant=variant, seed=seed)
+    target.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(target)
+    index_path = target / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index[RANDOM_WEIGHTS_KEY] = True
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    return target

@@ -1,0 +1,123 @@
+"""Serving one decoupled Triton request with an Editor: progress responses, then the result.
+
+`pb_utils` (triton_python_backend_utils) is passed in, so this module imports without Triton.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from qie_engine.contract import (
+    INPUT_DESCRIBE,
+    INPUT_IMAGES,
+    INPUT_NEGATIVE_PROMPT,
+    INPUT_OPTIONS,
+    INPUT_PROMPT,
+    OUTPUT_EVENT,
+    OUTPUT_IMAGE,
+    ProgressEvent,
+)
+from qie_engine.editor import Editor, run_edit
+from qie_engine.errors import Cancelled, EngineError, InvalidInput
+
+log = logging.getLogger("qie_engine.triton")
+
+
+def error_message(exc: EngineError) -> str:
+    """Triton error text: `[code] message`, so clients recover the stable code."""
+    return f"[{exc.code}] {exc}"
+
+
+class RequestAdapter:
+    """Wraps pb_utils for one editor; `serve` never raises."""
+
+    def __init__(self, editor: Editor, pb_utils: Any) -> None:
+        self.editor = editor
+        self.pb = pb_utils
+
+    def _bytes_input(self, request: Any, name: str) -> list[bytes] | None:
+        tensor = self.pb.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            return None
+        return [bytes(item) for item in np.asarray(tensor.as_numpy(), dtype=object).reshape(-1)]
+
+    def _single(self, request: Any, name: str) -> bytes | None:
+        values = self._bytes_input(request, name)
+        if not values:
+            return None
+        if len(values) != 1:
+            raise InvalidInput(f"{name} must hold exactly one element, got {len(values)}")
+        return values[0]
+
+    def _event_tensor(self, payload: dict[str, Any]) -> Any:
+        data = np.array([json.dumps(payload).encode()], dtype=object)
+        return self.pb.Tensor(OUTPUT_EVENT, data)
+
+    def _error(self, message: str, code: Any) -> Any:
+        return self.pb.InferenceResponse(error=self.pb.TritonError(message, code))
+
+    def serve(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        request_id = request.request_id() or "-"
+        started = time.perf_counter()
+        try:
+            response = self._run(request, sender)
+        except InvalidInput as exc:
+            log.info("request %s refused: %s", request_id, exc)
+            response = self._error(error_message(exc), self.pb.TritonError.INVALID_ARG)
+        except Cancelled as exc:
+            log.info("request %s cancelled: %s", request_id, exc)
+            response = self._error(error_message(exc), self.pb.TritonError.CANCELLED)
+        except EngineError as exc:
+            log.error("request %s failed: %s", request_id, exc)
+            response = self._error(error_message(exc), self.pb.TritonError.INTERNAL)
+        except Exception as exc:
+            log.exception("request %s crashed", request_id)
+            message = f"[internal] the edit failed ({type(exc).__name__}); see the server log"
+            response = self._error(message, self.pb.TritonError.INTERNAL)
+        else:
+            log.info("request %s done in %.3fs", request_id, time.perf_counter() - started)
+        try:
+            sender.send(response, flags=final)
+        except Exception:  # the client is gone; nothing more to tell it
+            log.info("request %s: final response not delivered", request_id)
+
+    def _run(self, request: Any, sender: Any) -> Any:
+        describe = self.pb.get_input_tensor_by_name(request, INPUT_DESCRIBE)
+        if describe is not None and bool(np.asarray(describe.as_numpy()).reshape(-1)[0]):
+            payload = {"type": "describe", "model": self.editor.name, **self.editor.describe()}
+            return self.pb.InferenceResponse(output_tensors=[self._event_tensor(payload)])
+        images = self._bytes_input(request, INPUT_IMAGES)
+        prompt = self._single(request, INPUT_PROMPT)
+        if not images:
+            raise InvalidInput(f"{INPUT_IMAGES} is required: send 1 or more encoded images")
+        if prompt is None:
+            raise InvalidInput(f"{INPUT_PROMPT} is required")
+
+        def on_progress(event: ProgressEvent) -> None:
+            if request.is_cancelled():
+                return
+            response = self.pb.InferenceResponse(
+                output_tensors=[self._event_tensor(event.model_dump(mode="json"))]
+            )
+            sender.send(response)
+
+        data, meta = run_edit(
+            self.editor,
+            images,
+            prompt,
+            self._single(request, INPUT_NEGATIVE_PROMPT),
+            self._single(request, INPUT_OPTIONS),
+            on_progress,
+            request.is_cancelled,
+        )
+        image = self.pb.Tensor(OUTPUT_IMAGE, np.array([data], dtype=object))
+        return self.pb.InferenceResponse(
+            output_tensors=[self._event_tensor(meta.model_dump(mode="json")), image]
+        )
