@@ -1,0 +1,105 @@
+"""Request options and response bodies of the HTTP API (they shape openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from qie_engine.contract import EditOptions, Preset
+
+QUALITY_PRESETS = {
+    "high": Preset.QUALITY,
+    "quality": Preset.QUALITY,
+    "standard": Preset.QUALITY,
+    "medium": Preset.QUALITY,
+    "low": Preset.FAST,
+    "fast": Preset.FAST,
+}
+
+
+class RequestOptions(EditOptions):
+    """EditOptions plus the seed's `quality` and `timeout` (seconds)."""
+
+    quality: Literal["high", "quality", "standard", "medium", "low", "fast"] | None = Field(
+        default=None, description="The seed's quality knob: high → quality preset, low → fast."
+    )
+    timeout: Annotated[float, Field(gt=0, le=3600)] | None = Field(
+        default=None, description="Deadline in seconds; the edit is stopped when it passes (504)."
+    )
+
+    def edit_options(self) -> EditOptions:
+        data = self.model_dump(exclude={"quality", "timeout"}, exclude_none=True)
+        if self.preset is None and self.quality is not None:
+            data["preset"] = QUALITY_PRESETS[self.quality]
+        return EditOptions.model_validate(data)
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable reason, e.g. image_too_large")
+    message: str = Field(description="What went wrong and what to do about it")
+    detail: Any = None
+
+
+class ProcessResponse(BaseModel):
+    """The seed's response JSON, plus what a client needs to reproduce the edit."""
+
+    success: bool
+    processed_image: str = Field(description="The edited image, base64")
+    processing_time: float = Field(description="Seconds from acceptance to result")
+    model_used: str
+    message: str
+    job_id: str
+    image_id: str | None = None
+    seed: int | None = None
+    steps: int
+    width: int
+    height: int
+    format: str
+    mime_type: str
+    random_weights: bool
+    operations: list[str] = Field(default_factory=list)
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str
+    status_url: str
+    events_url: str
+    result_url: str
+    cancel_url: str
+
+
+class JobProgress(BaseModel):
+    step: int
+    total: int
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: Literal["pending", "processing", "completed", "failed", "cancelled"]
+    model: str
+    image_id: str | None = None
+    progress: JobProgress
+    queue_position: int | None = Field(description="1-based place in the queue while pending")
+    eta_s: float | None = Field(description="Estimated seconds until done")
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorBody | None = None
+    result: dict[str, Any] | None = None
+
+
+class HealthView(BaseModel):
+    status: Literal["STARTING", "READY", "BUSY", "UNHEALTHY"]
+    models: dict[str, bool]
+    triton: dict[str, bool]
+    queues: dict[str, dict[str, int]]
+    auth: bool
+
+
+class ModelsView(BaseModel):
+    default_model: str
+    aliases: dict[str, str]
+    models: list[dict[str, Any]]
+    tensor_contract: dict[str, Any]

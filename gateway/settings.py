@@ -1,0 +1,79 @@
+"""Every knob of the gateway, read from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL_ALIASES = {
+    # The seed's Serverpod plan names these; they reach the Qwen model unchanged.
+    "qwen2-vl-7b-instruct": "qwen_image_edit",
+    "qwen-image-edit": "qwen_image_edit",
+    "Qwen/Qwen-Image-Edit": "qwen_image_edit",
+}
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    host: str = Field("0.0.0.0", alias="GATEWAY_HOST")
+    port: int = Field(8000, alias="GATEWAY_PORT")
+    triton_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost:8001"], alias="TRITON_URLS"
+    )
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="GATEWAY_API_KEYS")
+    auth_disabled: bool = Field(False, alias="GATEWAY_AUTH_DISABLED")
+    default_model: str = Field("qwen_image_edit", alias="DEFAULT_MODEL")
+    model_aliases: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_MODEL_ALIASES), alias="MODEL_ALIASES"
+    )
+    max_upload_bytes: int = Field(25 * 1024 * 1024, alias="MAX_UPLOAD_BYTES", gt=0)
+    max_image_bytes: int = Field(20 * 1024 * 1024, alias="MAX_IMAGE_BYTES", gt=0)
+    max_pixels: int = Field(4096 * 4096, alias="MAX_PIXELS", gt=0)
+    max_prompt_chars: int = Field(1000, alias="MAX_PROMPT_CHARS", gt=0)
+    max_queue_depth: int = Field(32, alias="MAX_QUEUE_DEPTH", ge=0)
+    max_concurrent_requests: int | None = Field(None, alias="MAX_CONCURRENT_REQUESTS", gt=0)
+    rate_limit: str = Field("120/minute", alias="RATE_LIMIT")
+    request_timeout_s: float = Field(300.0, alias="REQUEST_TIMEOUT_S", gt=0)
+    job_ttl_s: int = Field(86400, alias="JOB_TTL_S", gt=0)
+    webhook_secret: str = Field("", alias="WEBHOOK_SECRET")
+    webhook_max_attempts: int = Field(5, alias="WEBHOOK_MAX_ATTEMPTS", ge=1)
+    webhook_backoff_s: float = Field(1.0, alias="WEBHOOK_BACKOFF_S", ge=0)
+    replica_id: str = Field(default_factory=socket.gethostname, alias="GATEWAY_REPLICA_ID")
+    poll_interval_s: float = Field(2.0, alias="TRITON_POLL_INTERVAL_S", gt=0)
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator("triton_urls", "api_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return value or None
+
+    @model_validator(mode="after")
+    def _auth_is_explicit(self) -> Settings:
+        if not self.api_keys and not self.auth_disabled:
+            raise ValueError(
+                "GATEWAY_API_KEYS is empty: set API keys (comma-separated), "
+                "or GATEWAY_AUTH_DISABLED=true for a local, trusted network"
+            )
+        if not self.triton_urls:
+            raise ValueError("TRITON_URLS is empty: give at least one Triton gRPC host:port")
+        return self
+
+    def resolve_model(self, name: str | None) -> str:
+        name = (name or "").strip() or self.default_model
+        return self.model_aliases.get(name, name)

@@ -1,0 +1,243 @@
+"""Talking to one or more tritonservers over gRPC: streaming edits, readiness, model facts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import InferInput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from qie_engine.contract import (
+    INPUT_DESCRIBE,
+    INPUT_IMAGES,
+    INPUT_NEGATIVE_PROMPT,
+    INPUT_OPTIONS,
+    INPUT_PROMPT,
+    OUTPUT_EVENT,
+    OUTPUT_IMAGE,
+    ProgressEvent,
+    ResultMeta,
+)
+
+log = logging.getLogger(__name__)
+
+_CODE_PREFIX = re.compile(r"^\[(?P<code>[a-z_]+)\]\s*(?P<message>.*)$", re.DOTALL)
+
+
+class TritonCallError(Exception):
+    """A failed Triton call, classified: kind is input|cancelled|unavailable|queue_full|
+    model_unavailable|deadline|internal."""
+
+    def __init__(self, kind: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+        self.message = message
+
+
+def classify_error(message: str, status: grpc.StatusCode | None = None) -> TritonCallError:
+    """Map Triton's answer to a kind the job service understands."""
+    match = _CODE_PREFIX.match(message.strip())
+    if match:  # raised by our models: "[code] message"
+        code, text = match["code"], match["message"]
+        if code == "cancelled":
+            return TritonCallError("cancelled", code, text)
+        if code == "internal":
+            return TritonCallError("internal", "model_error", text)
+        return TritonCallError("input", code, text)
+    lowered = message.lower()
+    if status is grpc.StatusCode.UNAVAILABLE or "failed to connect" in lowered:
+        return TritonCallError("unavailable", "triton_unavailable", "Triton is not reachable")
+    if status is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TritonCallError("deadline", "deadline_exceeded", "the request ran out of time")
+    if status is grpc.StatusCode.CANCELLED or "cancelled" in lowered:
+        return TritonCallError("cancelled", "cancelled", "the request was cancelled")
+    if "maximum queue size" in lowered:
+        return TritonCallError("queue_full", "queue_full", "Triton's queue is full")
+    if "unknown model" in lowered or "is not ready" in lowered or "not found" in lowered:
+        return TritonCallError("model_unavailable", "model_unavailable", "the model is not loaded")
+    if "stub process" in lowered and "not healthy" in lowered:
+        return TritonCallError("internal", "model_crashed", "the model instance crashed")
+    return TritonCallError("internal", "triton_error", "Triton failed to run the edit")
+
+
+@dataclass
+class EditCall:
+    """One edit as Triton tensors want it; images are the uploaded bytes, untouched."""
+
+    model: str
+    images: list[bytes]
+    prompt: str
+    negative_prompt: str | None
+    options_json: str
+    request_id: str
+
+
+@dataclass
+class FinalResult:
+    meta: ResultMeta
+    image: bytes
+
+
+def _bytes_input(name: str, values: list[bytes]) -> InferInput:
+    tensor = InferInput(name, [len(values)], "BYTES")
+    tensor.set_data_from_numpy(np.array(values, dtype=object))
+    return tensor
+
+
+def build_inputs(call: EditCall) -> list[InferInput]:
+    inputs = [
+        _bytes_input(INPUT_IMAGES, call.images),
+        _bytes_input(INPUT_PROMPT, [call.prompt.encode()]),
+        _bytes_input(INPUT_OPTIONS, [call.options_json.encode()]),
+    ]
+    if call.negative_prompt:
+        inputs.append(_bytes_input(INPUT_NEGATIVE_PROMPT, [call.negative_prompt.encode()]))
+    return inputs
+
+
+@dataclass
+class Endpoint:
+    url: str
+    outstanding: int = 0
+    up: bool = False
+    ready_models: set[str] = field(default_factory=set)
+    _client: InferenceServerClient | None = None
+
+    @property
+    def client(self) -> InferenceServerClient:
+        """One channel per URL, reused by every request; made inside the running event loop."""
+        if self._client is None:
+            self._client = InferenceServerClient(url=self.url)
+        return self._client
+
+
+class TritonPool:
+    """Several Triton URLs behind one interface, picked by least outstanding requests."""
+
+    def __init__(self, urls: list[str], *, retries: int = 3, backoff_s: float = 0.25) -> None:
+        self.endpoints = [Endpoint(url=u) for u in urls]
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    def pick(self, model: str) -> Endpoint:
+        serving = [e for e in self.endpoints if e.up and model in e.ready_models]
+        candidates = serving or self.endpoints
+        return min(candidates, key=lambda e: e.outstanding)
+
+    async def stream_edit(self, call: EditCall) -> AsyncIterator[ProgressEvent | FinalResult]:
+        """Yield progress events, then one FinalResult; raise TritonCallError on failure.
+
+        A connection that fails before any response is retried with backoff (the request never
+        started); once Triton answered, a failure is final. Closing the iterator early (cancel,
+        deadline, client gone) cancels the gRPC stream, which cancels the Triton request.
+        """
+        for attempt in range(self.retries + 1):
+            endpoint = self.pick(call.model)
+            started = False
+            try:
+                async for item in self._stream_once(endpoint, call):
+                    started = True
+                    yield item
+                return
+            except TritonCallError as exc:
+                if exc.kind != "unavailable" or started or attempt == self.retries:
+                    raise
+                endpoint.up = False
+                delay = self.backoff_s * 2**attempt
+                log.warning("Triton %s unavailable; retrying in %.2fs", endpoint.url, delay)
+                await asyncio.sleep(delay)
+
+    async def _stream_once(
+        self, endpoint: Endpoint, call: EditCall
+    ) -> AsyncIterator[ProgressEvent | FinalResult]:
+        done = asyncio.Event()
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield {
+                "model_name": call.model,
+                "inputs": build_inputs(call),
+                "request_id": call.request_id,
+            }
+            await done.wait()  # keep the stream open until the final response arrives
+
+        endpoint.outstanding += 1
+        responses = endpoint.client.stream_infer(requests())
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise classify_error(str(error.message()))
+                event = json.loads(result.as_numpy(OUTPUT_EVENT)[0])
+                if event.get("type") == "progress":
+                    yield ProgressEvent.model_validate(event)
+                    continue
+                image = result.as_numpy(OUTPUT_IMAGE)
+                yield FinalResult(meta=ResultMeta.model_validate(event), image=bytes(image[0]))
+                return
+            raise TritonCallError("internal", "triton_error", "Triton closed the stream early")
+        except grpc.aio.AioRpcError as exc:
+            raise classify_error(exc.details() or "", exc.code()) from None
+        except InferenceServerException as exc:
+            raise classify_error(str(exc.message()), None) from None
+        finally:
+            done.set()
+            endpoint.outstanding -= 1
+            responses.cancel()
+
+    async def describe(self, model: str, endpoint: Endpoint | None = None) -> dict[str, Any]:
+        """The model's own facts, from a DESCRIBE request (variant, defaults, vocabulary...)."""
+        endpoint = endpoint or self.pick(model)
+        flag = InferInput(INPUT_DESCRIBE, [1], "BOOL")
+        flag.set_data_from_numpy(np.array([True]))
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": model, "inputs": [flag]}
+
+        responses = endpoint.client.stream_infer(requests())
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise classify_error(str(error.message()))
+                facts: dict[str, Any] = json.loads(result.as_numpy(OUTPUT_EVENT)[0])
+                return facts
+        except grpc.aio.AioRpcError as exc:
+            raise classify_error(exc.details() or "", exc.code()) from None
+        finally:
+            responses.cancel()
+        raise TritonCallError("internal", "triton_error", "no answer to DESCRIBE")
+
+    async def refresh(self) -> None:
+        """Poll every endpoint's liveness and ready models; never raises."""
+        for endpoint in self.endpoints:
+            try:
+                index = await endpoint.client.get_model_repository_index(as_json=True)
+                endpoint.ready_models = {
+                    m["name"] for m in index.get("models", []) if m.get("state") == "READY"
+                }
+                endpoint.up = True
+            except (InferenceServerException, grpc.aio.AioRpcError, OSError):
+                endpoint.up = False
+                endpoint.ready_models = set()
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        endpoint = self.pick(model)
+        try:
+            answer = await endpoint.client.get_model_config(model, as_json=True)
+        except InferenceServerException as exc:
+            raise classify_error(str(exc.message())) from None
+        config: dict[str, Any] = answer.get("config", {})
+        return config
+
+    async def close(self) -> None:
+        for endpoint in self.endpoints:
+            if endpoint._client is not None:
+                await endpoint._client.close()

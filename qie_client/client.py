@@ -1,0 +1,211 @@
+"""A small typed client for the gateway's HTTP API (sync calls, jobs, SSE progress)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ImageInput = bytes | str | Path
+
+
+class QieError(Exception):
+    """An error answer from the gateway: {code, message, detail} plus the HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+@dataclass
+class EditResult:
+    image: bytes
+    job_id: str
+    model: str
+    seed: int | None
+    steps: int
+    width: int
+    height: int
+    format: str
+    processing_time: float
+    random_weights: bool
+    operations: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Event:
+    id: int
+    event: str
+    data: dict[str, Any]
+
+
+TERMINAL_EVENTS = ("completed", "failed", "cancelled")
+
+
+def _read(image: ImageInput) -> tuple[str, bytes]:
+    if isinstance(image, bytes):
+        return "image", image
+    path = Path(image)
+    return path.name, path.read_bytes()
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+        raise QieError(response.status_code, body["code"], body["message"], body.get("detail"))
+    except (ValueError, KeyError, TypeError):
+        raise QieError(response.status_code, "http_error", response.text[:200]) from None
+
+
+class QieClient:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        timeout: float = 300.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> QieClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _form(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        prompt: str,
+        model: str | None,
+        negative_prompt: str | None,
+        options: dict[str, Any] | None,
+        extra: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        many = images if isinstance(images, (list, tuple)) else [images]
+        files = [("image", _read(img)) for img in many]
+        data: dict[str, str] = {"prompt": prompt, **(extra or {})}
+        if model:
+            data["model"] = model
+        if negative_prompt:
+            data["negative_prompt"] = negative_prompt
+        if options:
+            data["options"] = json.dumps(options)
+        return {"files": files, "data": data}
+
+    def edit(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        prompt: str,
+        *,
+        model: str | None = None,
+        negative_prompt: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> EditResult:
+        """One blocking POST /process; returns the edited image and its metadata."""
+        form = self._form(images, prompt, model, negative_prompt, options)
+        response = self.http.post("/process", **form)
+        _raise_for_error(response)
+        body = response.json()
+        return EditResult(
+            image=base64.b64decode(body["processed_image"]),
+            job_id=body["job_id"],
+            model=body["model_used"],
+            seed=body.get("seed"),
+            steps=body["steps"],
+            width=body["width"],
+            height=body["height"],
+            format=body["format"],
+            processing_time=body["processing_time"],
+            random_weights=body["random_weights"],
+            operations=body.get("operations", []),
+        )
+
+    def submit(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        prompt: str,
+        *,
+        model: str | None = None,
+        negative_prompt: str | None = None,
+        options: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+    ) -> str:
+        """Start a job (Prefer: respond-async); returns its id."""
+        extra = {"callback_url": callback_url} if callback_url else None
+        form = self._form(images, prompt, model, negative_prompt, options, extra)
+        headers = {"Prefer": "respond-async"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        response = self.http.post("/process", headers=headers, **form)
+        _raise_for_error(response)
+        job_id: str = response.json()["job_id"]
+        return job_id
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/jobs/{job_id}")
+        _raise_for_error(response)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        response = self.http.post(f"/jobs/{job_id}/cancel")
+        _raise_for_error(response)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def result(self, job_id: str) -> bytes:
+        response = self.http.get(f"/jobs/{job_id}/result")
+        _raise_for_error(response)
+        return response.content
+
+    def events(self, job_id: str, last_event_id: int | None = None) -> Iterator[Event]:
+        """The job's server-sent events, until a final one (completed, failed, cancelled)."""
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id else {}
+        with self.http.stream("GET", f"/jobs/{job_id}/events", headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for_error(response)
+            fields: dict[str, str] = {}
+            for line in response.iter_lines():
+                if line:
+                    name, _, value = line.partition(":")
+                    fields[name] = fields.get(name, "") + value.removeprefix(" ")
+                    continue
+                if "data" in fields and "event" in fields:
+                    event = Event(
+                        id=int(fields.get("id", "0") or 0),
+                        event=fields["event"],
+                        data=json.loads(fields["data"]),
+                    )
+                    yield event
+                    if event.event in TERMINAL_EVENTS:
+                        return
+                fields = {}
+
+    def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.http.get("/health").json()
+        return body
+
+    def models(self) -> dict[str, Any]:
+        response = self.http.get("/models")
+        _raise_for_error(response)
+        body: dict[str, Any] = response.json()
+        return body
