@@ -111,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.auth_disabled:
             log.warning("API key auth is DISABLED: anyone who reaches this port can use it")
         yield
+        await service.shutdown(settings.shutdown_grace_s)
         await registry.stop()
         await webhooks.close()
         await pool.close()

@@ -29,6 +29,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CANCEL_POLL_S = 0.2
+# Failure codes that are the service's fault, not the request's: 502 for a synchronous caller.
+SERVER_SIDE_FAILURES = frozenset(
+    {
+        "internal_error",
+        "triton_error",
+        "model_error",
+        "model_crashed",
+        "gateway_restarted",
+        "gateway_shutdown",
+    }
+)
 STORE_RETRY_S = 30.0
 
 
@@ -70,6 +81,7 @@ class JobService:
         self.replica = replica
         self.inflight_limit = inflight_limit
         self.tasks: dict[str, asyncio.Task[Outcome]] = {}
+        self.shutting_down = False
 
     async def recover(self) -> list[str]:
         """Fail the jobs this replica left unfinished when it last died."""
@@ -81,6 +93,18 @@ class JobService:
         if failed:
             log.warning("marked %d orphaned job(s) failed after a restart", len(failed))
         return failed
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Let running jobs finish for a while, then stop the rest as failed (not cancelled)."""
+        self.shutting_down = True
+        tasks = list(self.tasks.values())
+        if tasks:
+            log.info("waiting up to %.0fs for %d job(s) to finish", grace_s, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=10)
 
     def _queue(self, model: str) -> Any:
         return self.admission.queue(model, self.inflight_limit(model))
@@ -200,6 +224,9 @@ class JobService:
             return Outcome(job=job, image=image)
         except asyncio.CancelledError:
             status, code, message = JobStatus.CANCELLED, None, None
+            if self.shutting_down:
+                status, code = JobStatus.FAILED, "gateway_shutdown"
+                message = "the gateway shut down before this job finished; submit it again"
         except asyncio.TimeoutError:
             status, code = JobStatus.FAILED, "deadline_exceeded"
             message = f"the edit did not finish within {sub.deadline_s:g}s; it was stopped"
@@ -330,12 +357,6 @@ def outcome_error(job: Job) -> ApiError:
         return ApiError(message, code=code, status=504)
     if code in ("triton_unavailable", "model_unavailable", "queue_full"):
         return ServiceUnavailable(message, code=code, headers={"Retry-After": "5"})
-    if code in (
-        "internal_error",
-        "triton_error",
-        "model_error",
-        "model_crashed",
-        "gateway_restarted",
-    ):
+    if code in SERVER_SIDE_FAILURES:
         return ApiError(message, code=code, status=502)
     return from_engine_code(code, message)

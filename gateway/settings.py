@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, alias="WEBHOOK_MAX_ATTEMPTS", ge=1)
     webhook_backoff_s: float = Field(1.0, alias="WEBHOOK_BACKOFF_S", ge=0)
     replica_id: str = Field(default_factory=socket.gethostname, alias="GATEWAY_REPLICA_ID")
+    shutdown_grace_s: float = Field(20.0, alias="SHUTDOWN_GRACE_S", ge=0)
     poll_interval_s: float = Field(2.0, alias="TRITON_POLL_INTERVAL_S", gt=0)
     log_level: str = Field("INFO", alias="LOG_LEVEL")
 
