@@ -69,7 +69,15 @@ def stop(children: list[subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
+def interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Ctrl-C and a plain `kill` both stop everything, even when started from a script that
+    # left SIGINT ignored.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     env = triton_env()
     http_port = env.setdefault("TRITON_HTTP_PORT", "8003")
     grpc_port = env.setdefault("TRITON_GRPC_PORT", "8001")
