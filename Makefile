@@ -43,9 +43,15 @@ dev-model: $(DEV_MODEL)
 $(DEV_MODEL): $(STAMP) qie_engine/tiny_model.py
 	$(PY) scripts/build_dev_model.py --force
 
-# Debian packages the tests use: a Redis server of their own.
+# Debian packages the tests use: a Redis server of their own, and promtool for the alert rules.
 system-deps:
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 clean:
 	rm -rf .triton models .pytest_cache .mypy_cache .ruff_cache

@@ -52,8 +52,9 @@ class ModelInfo:
 
 
 def _instance_count(config: dict[str, Any]) -> int:
+    """Instances Triton runs: a KIND_GPU group places `count` on each GPU it lists."""
     groups = config.get("instance_group") or [{"count": 1}]
-    return max(1, sum(int(g.get("count", 1)) for g in groups))
+    return max(1, sum(int(g.get("count", 1)) * max(1, len(g.get("gpus") or [])) for g in groups))
 
 
 class ModelRegistry:

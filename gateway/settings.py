@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         return _split(value)
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "max_concurrent_requests", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return value or None
