@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission import Admission
 from gateway.api import api_error_response, new_request_id, router
-from gateway.body_limit import BodySizeLimit
+from gateway.body_limit import BodySizeLimit, BodyTooLarge, error_body
 from gateway.errors import ApiError, ServiceUnavailable
 from gateway.job_service import JobService
 from gateway.jobs import StoreUnavailable, create_job_store
@@ -166,13 +166,23 @@ def create_app(settings: Settings) -> FastAPI:
             ApiError(message, code="validation_error", status=422, detail=fields)
         )
 
+    @app.exception_handler(BodyTooLarge)
+    async def on_body_too_large(_request: Request, exc: BodyTooLarge) -> Response:
+        metrics.rejects.labels(reason="payload_too_large").inc()
+        # The rest of the body is never read, so the connection cannot be reused.
+        return Response(
+            error_body(exc.limit),
+            status_code=413,
+            media_type="application/json",
+            headers={"Connection": "close"},
+        )
+
     @app.exception_handler(HTTPException)
     async def on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_error")
-        if exc.status_code == 400:
-            message = "the request body could not be parsed; send multipart/form-data"
-        else:
-            message = str(exc.detail)
+        message = str(exc.detail)
+        if message == "There was an error parsing the body":
+            message = "the request body could not be parsed; send valid multipart/form-data"
         metrics.rejects.labels(reason=code).inc()
         return api_error_response(ApiError(message, code=code, status=exc.status_code))
 

@@ -13,9 +13,10 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body is over {limit} bytes; send a smaller image")
+        self.limit = limit
 
 
-def _error_body(limit: int) -> bytes:
+def error_body(limit: int) -> bytes:
     return json.dumps(
         {
             "code": "payload_too_large",
@@ -68,7 +69,7 @@ class BodySizeLimit:
     async def _reject(self, send: Send) -> None:
         if callable(self.on_reject):
             self.on_reject()
-        body = _error_body(self.max_bytes)
+        body = error_body(self.max_bytes)
         await send(
             {
                 "type": "http.response.start",

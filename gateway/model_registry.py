@@ -88,9 +88,11 @@ class ModelRegistry:
     async def refresh(self) -> None:
         await self.pool.refresh()
         ready = set().union(*(e.ready_models for e in self.pool.endpoints))
+        known = set().union(*(e.known_models for e in self.pool.endpoints))
         for endpoint in self.pool.endpoints:
             self.metrics.triton_up.labels(url=endpoint.url).set(1 if endpoint.up else 0)
-        for name in ready - set(self.models):
+        # A model still loading (or failed) is known but not ready: 503, not 404.
+        for name in known - set(self.models):
             self.models[name] = ModelInfo(name=name)
         for name, info in self.models.items():
             was_ready = info.ready

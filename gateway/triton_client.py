@@ -111,6 +111,7 @@ class Endpoint:
     outstanding: int = 0
     up: bool = False
     ready_models: set[str] = field(default_factory=set)
+    known_models: set[str] = field(default_factory=set)  # in the repository, in any state
     _client: InferenceServerClient | None = None
 
     @property
@@ -220,9 +221,9 @@ class TritonPool:
         for endpoint in self.endpoints:
             try:
                 index = await endpoint.client.get_model_repository_index(as_json=True)
-                endpoint.ready_models = {
-                    m["name"] for m in index.get("models", []) if m.get("state") == "READY"
-                }
+                models = index.get("models", [])
+                endpoint.known_models = {m["name"] for m in models}
+                endpoint.ready_models = {m["name"] for m in models if m.get("state") == "READY"}
                 endpoint.up = True
             except (InferenceServerException, grpc.aio.AioRpcError, OSError):
                 endpoint.up = False

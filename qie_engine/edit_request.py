@@ -43,9 +43,8 @@ def check_prompt(prompt: str, max_chars: int, *, name: str = "prompt") -> str:
 
 def check_image_count(count: int, max_images: int) -> None:
     if not 1 <= count <= max_images:
-        raise InvalidInput(
-            f"this model takes 1 to {max_images} image(s); got {count}", code="image_count"
-        )
+        allowed = "exactly 1 image" if max_images == 1 else f"1 to {max_images} images"
+        raise InvalidInput(f"this model takes {allowed}; got {count}", code="image_count")
 
 
 def _text(value: bytes | str, name: str) -> str:

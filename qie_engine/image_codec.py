@@ -42,6 +42,11 @@ class ImageInfo:
 def _open(data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError:
+        # Pillow's own bomb guard fires above ~179 MP, before our MAX_PIXELS check can.
+        raise ImageTooLarge(
+            "the image header claims far more pixels than allowed; scale it down first"
+        ) from None
     except UnidentifiedImageError:
         raise UnsupportedMediaType(
             "the file is not a JPEG, PNG or WebP image; send one of those formats"
