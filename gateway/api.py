@@ -32,6 +32,7 @@ from gateway.schemas import (
     ErrorBody,
     HealthView,
     JobAccepted,
+    JobProgress,
     JobView,
     ModelsView,
     ProcessResponse,
@@ -60,7 +61,7 @@ def _job_view(job: Job, service: Any) -> JobView:
         status=job.status.value,
         model=job.model,
         image_id=job.image_id,
-        progress={"step": job.progress_step, "total": job.progress_total},  # type: ignore[arg-type]
+        progress=JobProgress(step=job.progress_step, total=job.progress_total),
         queue_position=service.position(job),
         eta_s=service.eta_s(job),
         created_at=job.created_at,

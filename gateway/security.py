@@ -7,8 +7,8 @@ import hmac
 import time
 
 from limits import parse
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 from redis.exceptions import RedisError
 from starlette.requests import Request
 

@@ -98,7 +98,9 @@ class QieClient:
         options: dict[str, Any] | None,
         extra: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        many = images if isinstance(images, (list, tuple)) else [images]
+        many: Sequence[ImageInput] = (
+            images if isinstance(images, (list, tuple)) else [images]  # type: ignore[list-item]
+        )
         files = [("image", _read(img)) for img in many]
         data: dict[str, str] = {"prompt": prompt, **(extra or {})}
         if model:

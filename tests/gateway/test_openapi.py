@@ -17,8 +17,14 @@ def test_committed_openapi_matches_the_app() -> None:
 def test_openapi_documents_every_public_route_and_the_error_shape() -> None:
     schema = json.loads(OPENAPI_PATH.read_text())
     assert set(schema["paths"]) >= {
-        "/process", "/jobs/{job_id}", "/jobs/{job_id}/result", "/jobs/{job_id}/cancel",
-        "/jobs/{job_id}/events", "/health", "/health/live", "/models",
+        "/process",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/result",
+        "/jobs/{job_id}/cancel",
+        "/jobs/{job_id}/events",
+        "/health",
+        "/health/live",
+        "/models",
     }
     error = schema["components"]["schemas"]["ErrorBody"]
     assert set(error["properties"]) == {"code", "message", "detail"}

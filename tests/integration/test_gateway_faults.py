@@ -125,7 +125,7 @@ def _gateway_process(triton_url: str, redis_url: str, port: int) -> subprocess.P
         GATEWAY_REPLICA_ID="replica-under-test",
         TRITON_POLL_INTERVAL_S="0.5",
     )
-    return subprocess.Popen(  # noqa: S603 - our own module
+    return subprocess.Popen(
         [sys.executable, "-m", "gateway"],
         cwd=ROOT,
         env=env,
