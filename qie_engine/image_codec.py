@@ -107,6 +107,10 @@ def _normalise_mode(img: Image.Image) -> Image.Image:
 
 def encode_image(img: Image.Image, fmt: OutputFormat) -> bytes:
     """Encode from pixels only: no EXIF, ICC or text chunks travel to the output."""
+    if img.info:
+        # Pillow's writers fall back to img.info (icc_profile, exif...): send pixels only.
+        img = img.copy()
+        img.info = {}
     buf = io.BytesIO()
     if fmt is OutputFormat.JPEG:
         if img.mode != "RGB":

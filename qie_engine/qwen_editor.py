@@ -250,7 +250,9 @@ class QwenEditor:
         self, request: EditRequest, on_progress: ProgressFn, is_cancelled: CancelledFn
     ) -> EditOutcome:
         if len(request.images) > self.limits.max_images:
-            raise InvalidInput(f"{self.name} takes at most {self.limits.max_images} image(s)")
+            raise InvalidInput(
+                f"{self.name} takes at most {self.limits.max_images} image(s)", code="image_count"
+            )
         options = request.options
         preset, steps, cfg = self.resolve_generation(options)
         seed = options.seed if options.seed is not None else secrets.randbelow(MAX_SEED + 1)
