@@ -15,22 +15,12 @@ import pytest
 
 from qie_client.client import QieClient, QieError
 from tests import images
-from tests.gateway_server import KEY_A, running_gateway
+from tests.gateway_server import KEY_A, running_gateway, wait_for
 from tests.redis_server import RedisServer
 from tests.triton_server import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError("condition not met in time")
 
 
 @pytest.fixture(scope="module")

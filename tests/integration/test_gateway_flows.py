@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -19,21 +18,11 @@ import pytest
 
 from qie_client.client import QieClient, QieError
 from tests import images
-from tests.gateway_server import KEY_A, KEY_B, GatewayServer, running_gateway
+from tests.gateway_server import KEY_A, KEY_B, GatewayServer, running_gateway, wait_for
 from tests.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
-
-
-def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError("condition not met in time")
 
 
 def colourful_png() -> bytes:

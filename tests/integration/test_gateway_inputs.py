@@ -39,6 +39,7 @@ from tests.gateway_server import (
     open_fds,
     running_gateway,
     temp_files,
+    wait_for,
 )
 from tests.triton_server import ROOT, TritonServer
 
@@ -91,16 +92,6 @@ def lone_classic() -> Iterator[tuple[TritonServer, GatewayServer]]:
             yield triton, server
     finally:
         triton.log_path.unlink(missing_ok=True)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError("condition not met in time")
 
 
 def settled_fds(baseline: int, timeout: float = 5.0) -> int:
