@@ -43,7 +43,7 @@ from gateway.webhooks import check_callback_url
 from qie_engine.contract import describe_validation_error
 from qie_engine.edit_request import check_image_count, check_prompt
 from qie_engine.errors import InvalidInput
-from qie_engine.image_codec import ImageLimits, decode_image
+from qie_engine.image_codec import ImageLimits, check_image
 
 router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -241,7 +241,7 @@ async def process(
             else None
         )
         for data in uploads:
-            decode_image(data, limits)  # type, pixel count from the header, then a full decode
+            check_image(data, limits)  # type and pixels from the header, then an integrity check
     except InvalidInput as exc:
         raise from_engine_code(exc.code, str(exc)) from None
     options_json = parsed.edit_options().model_dump_json(exclude_none=True)

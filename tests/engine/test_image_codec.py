@@ -10,7 +10,13 @@ from PIL import Image, ImageFile, TiffImagePlugin
 
 from qie_engine.contract import OutputFormat
 from qie_engine.errors import CorruptImage, ImageTooLarge, InvalidInput, UnsupportedMediaType
-from qie_engine.image_codec import ImageLimits, decode_image, encode_image, inspect_image
+from qie_engine.image_codec import (
+    ImageLimits,
+    check_image,
+    decode_image,
+    encode_image,
+    inspect_image,
+)
 from tests import images
 from tests.engine.recorders import spy
 
@@ -211,3 +217,25 @@ def test_jpeg_output_flattens_transparency_on_white() -> None:
     out = images.decode(encode_image(clear, OutputFormat.JPEG))
     assert out.mode == "RGB"
     assert min(out.getpixel((8, 8))) > 250  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [images.truncated_jpeg(), images.truncated_png(), images.magic_then_garbage(b"RIFF")],
+    ids=["jpeg", "png", "webp"],
+)
+def test_the_gateways_cheap_check_still_catches_damaged_images(data: bytes) -> None:
+    with pytest.raises((CorruptImage, UnsupportedMediaType)):
+        check_image(data, ImageLimits())
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_the_cheap_check_accepts_good_images_and_reports_their_header(fmt: str) -> None:
+    info = check_image(images.image_bytes(80, 60, fmt), ImageLimits())
+    assert (info.format, info.width, info.height) == (fmt, 80, 60)
+
+
+def test_the_cheap_check_never_inflates_png_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = spy(monkeypatch, ImageFile.ImageFile, "load")
+    check_image(images.png_bytes(), ImageLimits())
+    assert loads.count == 0
