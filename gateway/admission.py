@@ -28,11 +28,11 @@ class ModelQueue:
             raise QueueFull
 
     async def acquire(self, job_id: str) -> None:
-        """Wait for a slot; raises QueueFull when the queue is already at its depth."""
+        """Wait for a slot. Admission (check_capacity) happens earlier, when the job is accepted:
+        a job already accepted is never refused here."""
         if self.inflight < self.max_inflight and not self.waiting:
             self.inflight += 1
             return
-        self.check_capacity()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiting[job_id] = future
         try:

