@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy qie_engine gateway qie_client scripts
+	$(VENV)/bin/mypy qie_engine gateway qie_client scripts benchmarks
 
 unit: $(STAMP) $(DEV_MODEL)
 	$(PY) -m pytest -m "not integration"

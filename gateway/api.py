@@ -241,7 +241,8 @@ async def process(
             else None
         )
         for data in uploads:
-            check_image(data, limits)  # type and pixels from the header, then an integrity check
+            # Type and pixels from the header, then an integrity check: off the event loop.
+            await asyncio.to_thread(check_image, data, limits)
     except InvalidInput as exc:
         raise from_engine_code(exc.code, str(exc)) from None
     options_json = parsed.edit_options().model_dump_json(exclude_none=True)

@@ -173,6 +173,7 @@ class TritonPool:
 
         endpoint.outstanding += 1
         responses = endpoint.client.stream_infer(requests())
+        finished = False
         try:
             async for result, error in responses:
                 if error is not None:
@@ -182,6 +183,7 @@ class TritonPool:
                     yield ProgressEvent.model_validate(event)
                     continue
                 image = result.as_numpy(OUTPUT_IMAGE)
+                finished = True
                 yield FinalResult(meta=ResultMeta.model_validate(event), image=bytes(image[0]))
                 return
             raise TritonCallError("internal", "triton_error", "Triton closed the stream early")
@@ -192,7 +194,8 @@ class TritonPool:
         finally:
             done.set()
             endpoint.outstanding -= 1
-            responses.cancel()
+            if not finished:  # cancelling a finished call only costs grpc a formatted traceback
+                responses.cancel()
 
     async def describe(self, model: str, endpoint: Endpoint | None = None) -> dict[str, Any]:
         """The model's own facts, from a DESCRIBE request (variant, defaults, vocabulary...)."""

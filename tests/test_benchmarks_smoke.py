@@ -1,0 +1,173 @@
+"""The benchmark scripts run end to end in their smoke modes and save sane JSON.
+
+Benchmarks are scripts, never timed tests: these check that each one runs, measures what it
+says and writes the keys BENCHMARKS.md documents; no assertion here is about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.triton_server import TritonServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_benchmark(module: str, out_dir: Path, *args: str, timeout: float = 240) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args, "--out-dir", str(out_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = (done.stdout + done.stderr)[-4000:]
+    assert done.returncode == 0, f"benchmarks.{module} failed:\n{output}"
+
+
+def saved(out_dir: Path, prefix: str) -> dict[str, Any]:
+    """The one JSON file a run saved under `prefix`."""
+    files = sorted(out_dir.glob(f"{prefix}-2*.json"))
+    assert len(files) == 1, f"expected one {prefix} JSON, found {[f.name for f in files]}"
+    data: dict[str, Any] = json.loads(files[0].read_text())
+    return data
+
+
+def check_latency_summary(summary: dict[str, Any], count: int | None = None) -> None:
+    if count is not None:
+        assert summary["count"] == count
+    assert summary["count"] >= 1
+    assert 0 <= summary["min"] <= summary["p50"] <= summary["p95"] <= summary["max"]
+
+
+@pytest.mark.integration
+def test_perf_analyzer_smoke_measures_both_models_to_the_final_response(
+    triton_server: TritonServer, tmp_path: Path
+) -> None:
+    from benchmarks.perf_analyzer import PrepareError, prepare
+
+    try:
+        prepare()  # pip download + apt-get download, cached in .bench/perf_analyzer/
+    except (PrepareError, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"perf_analyzer cannot be prepared on this machine: {exc}")
+    run_benchmark(
+        "perf_analyzer",
+        tmp_path,
+        "--smoke",
+        "--triton-url",
+        triton_server.grpc_url,
+        "--metrics-url",
+        triton_server.metrics_url.removeprefix("http://"),
+    )
+    data = saved(tmp_path, "perf_analyzer")
+    assert data["smoke"] is True
+    assert set(data["results"]) == {"classic_edit", "qwen_image_edit"}
+    for model, result in data["results"].items():
+        assert result["missing_levels"] == [], model
+        (level,) = result["levels"]
+        assert level["concurrency"] == 1
+        assert level["throughput_infer_per_s"] > 0
+        assert level["pa_latency_ms"]["p50"] > 0
+        # Progress events come first, the image last: at least one of each per request.
+        assert level["responses_per_request"] >= 2
+        check_latency_summary(level["final_response_latency_ms"])
+        first, final = level["first_response_latency_ms"], level["final_response_latency_ms"]
+        assert 0 < first["p50"] <= final["p50"]
+
+
+@pytest.mark.integration
+def test_load_test_smoke_starts_its_stack_and_every_edit_succeeds(tmp_path: Path) -> None:
+    run_benchmark("load_test", tmp_path, "--smoke")
+    data = saved(tmp_path, "load_test")
+    result = data["result"]
+    assert data["config"]["gateway"] == "started by the benchmark"
+    assert result["requests"] == 4
+    assert result["succeeded"] == 4
+    assert result["success_rate"] == 1.0
+    assert result["errors"] == {}
+    assert result["throughput_edits_per_s"] > 0
+    check_latency_summary(result["latency_s"], count=4)
+    assert set(result["by_model"]) == {"classic_edit", "qwen_image_edit"}
+    assert set(result["by_mode"]) == {"sync", "async"}
+    async_records = [r for r in result["records"] if r["mode"] == "async"]
+    assert async_records
+    assert all(r["events"] >= 2 and r["result_bytes"] > 0 for r in async_records)
+    check_latency_summary(result["health_under_load"]["latency_ms"])
+    assert set(result["targets"]) == {
+        "concurrent_clients",
+        "success_rate",
+        "every_edit_under_s",
+        "mean_latency_s",
+    }
+    assert result["targets"]["success_rate"]["met"] is True
+    assert result["targets"]["concurrent_clients"]["met"] is False  # 2 clients in a smoke run
+
+
+@pytest.mark.integration
+def test_overhead_smoke_times_three_ways_and_saves_a_profile(
+    triton_server: TritonServer, tmp_path: Path
+) -> None:
+    run_benchmark("overhead", tmp_path, "--smoke", "--triton-url", triton_server.grpc_url)
+    data = saved(tmp_path, "overhead")
+    for way in ("inprocess", "triton", "gateway"):
+        summary = data["ways"][way]
+        check_latency_summary(summary["latency_ms"], count=3)
+        check_latency_summary(summary["engine_ms"], count=3)
+        assert summary["result_bytes"] > 0
+    # Outside the engine: about nothing in process (rounding of the engine's own timings),
+    # something through each hop.
+    assert abs(data["ways"]["inprocess"]["outside_engine_ms"]["p50"]) < 1.0
+    assert data["ways"]["triton"]["outside_engine_ms"]["p50"] > 0
+    assert data["ways"]["gateway"]["outside_engine_ms"]["p50"] > 0
+    assert data["ways"]["gateway"]["outside_job_ms"]["count"] == 3
+    hops = data["hops"]
+    assert {
+        "triton_over_inprocess",
+        "gateway_over_triton",
+        "gateway_and_triton_over_inprocess",
+    } <= set(hops)
+    assert isinstance(hops["goal"]["met"], bool)
+    for payload in data["micro_costs"].values():
+        for side in ("gateway", "client", "engine_for_reference"):
+            assert all(cost["p50"] >= 0 for cost in payload[side].values())
+    profile = data["profile"]
+    assert profile["requests"] == 2
+    assert Path(profile["html"]).is_file()
+    assert Path(profile["text"]).read_text().strip()
+    assert profile["ms_per_request_inclusive"]["profiled wall time"] > 0
+
+
+def test_gpu_benchmark_tiny_runs_every_part_on_the_cpu(tmp_path: Path) -> None:
+    run_benchmark("gpu_benchmark", tmp_path, "--tiny")
+    plan = saved(tmp_path, "gpu_benchmark-plan-tiny")["result"]
+    assert plan["all_ok"] is True  # the full-size configs give the published parameter counts
+    assert plan["text_encoder_sequence_1mp"]["image_tokens"] > 0
+    assert plan["shrunk_engine_run"]["s_per_image"] > 0
+
+    stock = saved(tmp_path, "gpu_benchmark-stock-tiny")["result"]
+    for label in ("fast", "quality"):
+        assert stock[label]["s_per_image"] > 0
+        assert stock[label]["s_per_step"] > 0
+        assert stock[label]["steps_seen"] == stock[label]["steps"]
+
+    engine = saved(tmp_path, "gpu_benchmark-engine-tiny")["result"]
+    defaults = engine["variants"][0]
+    assert defaults["variant"] == "engine defaults"
+    assert defaults["s_per_step"] > 0
+    assert all("error" in v or "skipped" in v or v["s_per_step"] > 0 for v in engine["variants"])
+
+    presets = saved(tmp_path, "gpu_benchmark-presets-tiny")["result"]
+    assert presets["quality"]["steps"] > presets["fast"]["steps"]
+    assert presets["quality"]["s_per_image"] > 0
+
+    batch = saved(tmp_path, "gpu_benchmark-batch-tiny")["result"]
+    assert batch["one_at_a_time"]["images_per_s"] > 0
+    assert batch["batched"]["batch"] == batch["queue_depth"] == 8
+    assert batch["batched"]["images_per_s"] > 0
