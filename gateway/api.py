@@ -131,7 +131,10 @@ def _result_headers(job: Job) -> dict[str, str]:
         "X-Height": str(meta.get("height", "")),
         "X-Seed": "" if meta.get("seed") is None else str(meta["seed"]),
         "X-Random-Weights": str(bool(meta.get("random_weights"))).lower(),
+        "X-Operations": json.dumps(meta.get("operations", [])),  # ASCII: json escapes the rest
     }
+    if job.image_id:
+        headers["X-Image-Id"] = job.image_id[:200].encode("ascii", "replace").decode()
     if job.started_at and job.finished_at:
         headers["X-Processing-Time"] = f"{job.finished_at - job.created_at:.3f}"
     return headers

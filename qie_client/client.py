@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -120,23 +119,27 @@ class QieClient:
         negative_prompt: str | None = None,
         options: dict[str, Any] | None = None,
     ) -> EditResult:
-        """One blocking POST /process; returns the edited image and its metadata."""
+        """One blocking POST /process; returns the edited image and its metadata.
+
+        Asks for the raw image (metadata in X-* headers), which spares both sides the base64 and
+        JSON of the seed's response format.
+        """
         form = self._form(images, prompt, model, negative_prompt, options)
-        response = self.http.post("/process", **form)
+        response = self.http.post("/process", headers={"Accept": "image/*"}, **form)
         _raise_for_error(response)
-        body = response.json()
+        h = response.headers
         return EditResult(
-            image=base64.b64decode(body["processed_image"]),
-            job_id=body["job_id"],
-            model=body["model_used"],
-            seed=body.get("seed"),
-            steps=body["steps"],
-            width=body["width"],
-            height=body["height"],
-            format=body["format"],
-            processing_time=body["processing_time"],
-            random_weights=body["random_weights"],
-            operations=body.get("operations", []),
+            image=response.content,
+            job_id=h["X-Job-Id"],
+            model=h["X-Model"],
+            seed=int(h["X-Seed"]) if h.get("X-Seed") else None,
+            steps=int(h["X-Steps"]),
+            width=int(h["X-Width"]),
+            height=int(h["X-Height"]),
+            format=h["Content-Type"].removeprefix("image/"),
+            processing_time=float(h.get("X-Processing-Time", "0")),
+            random_weights=h["X-Random-Weights"] == "true",
+            operations=json.loads(h.get("X-Operations", "[]")),
         )
 
     def submit(
