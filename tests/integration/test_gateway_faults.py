@@ -185,3 +185,15 @@ def test_cancel_sent_to_one_replica_stops_the_job_on_another(
         assert answer["status"] == "cancelled"
         assert on_runner.job(job_id)["progress"]["step"] < 100
         assert [e.event for e in on_runner.events(job_id)][-1] == "cancelled"
+
+
+def test_with_two_triton_urls_edits_go_to_the_one_that_answers(triton_server: TritonServer) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with (
+        running_gateway([dead, triton_server.grpc_url], "classic_edit") as gw,
+        gw.client() as client,
+    ):
+        health = httpx.get(f"{gw.url}/health").json()
+        assert health["triton"] == {dead: False, triton_server.grpc_url: True}
+        for _ in range(3):
+            assert client.edit(images.png_bytes(), "invert", model="classic_edit").image

@@ -392,3 +392,19 @@ def test_ten_concurrent_clients_times_five_edits_all_succeed(gateway: GatewaySer
     with ThreadPoolExecutor(10) as pool:
         results = [ok for outcome in pool.map(worker, range(10)) for ok in outcome]
     assert len(results) == 100 and all(results)
+
+
+def test_the_request_id_travels_to_triton_and_back(
+    gateway: GatewayServer, triton_server: TritonServer
+) -> None:
+    request_id = "trace-me-0123456789"
+    response = httpx.post(
+        f"{gateway.url}/process",
+        headers={**AUTH_A, "X-Request-ID": request_id},
+        files={"image": ("a.png", colourful_png(), "image/png")},
+        data={"prompt": "invert", "model": "classic_edit"},
+        timeout=60,
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == request_id
+    wait_for(lambda: f"request {request_id} done" in triton_server.log_text(), timeout=10)
