@@ -299,10 +299,8 @@ def _number(value: str | None) -> Any:
 
 async def _await_sync(request: Request, service: Any, job: Job) -> Outcome:
     """Wait for the job; a client that hangs up cancels it (and so the Triton request)."""
-    if job.id not in service.tasks:  # an idempotent replay of a job already finished or elsewhere
-        current = await service.store.get(job.id)
-        image = await service.store.get_result(job.id) if current else None
-        return Outcome(job=current or job, image=image)
+    if not service.runs(job.id):  # an idempotent replay of a job already finished or elsewhere
+        return await service.stored_outcome(job)
     result = asyncio.ensure_future(service.wait(job.id))
     watcher = asyncio.ensure_future(_watch_disconnect(request))
     done, _ = await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)

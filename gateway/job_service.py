@@ -154,6 +154,15 @@ class JobService:
         self.tasks[job.id] = asyncio.create_task(self._run(job, sub), name=f"job-{job.id}")
         return job
 
+    def runs(self, job_id: str) -> bool:
+        return job_id in self.tasks
+
+    async def stored_outcome(self, job: Job) -> Outcome:
+        """The job as the store has it, with its image once completed."""
+        current = await self.store.get(job.id) or job
+        done = current.status is JobStatus.COMPLETED
+        return Outcome(job=current, image=await self.store.get_result(job.id) if done else None)
+
     async def wait(self, job_id: str) -> Outcome:
         """Wait for a job this replica runs (the synchronous /process path)."""
         return await asyncio.shield(self.tasks[job_id])
