@@ -267,7 +267,8 @@ class Bench:
         """A QwenEditor over the pipeline already built (from_pretrained is swapped for it)."""
         from diffusers import DiffusionPipeline
 
-        from qie_engine.qwen_editor import QwenEditor, QwenSettings
+        from qie_engine.qwen_editor import QwenEditor
+        from qie_engine.qwen_settings import QwenSettings
 
         settings = QwenSettings(
             model_id=str(self.model_dir),

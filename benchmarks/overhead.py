@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.smoke:
         args.repetitions, args.warmup, args.profile_requests, args.micro_repeat = 3, 1, 2, 3
 
-    from qie_engine.qwen_editor import QwenSettings
+    from qie_engine.qwen_settings import QwenSettings
 
     settings = QwenSettings(
         model_id=args.model_id,

@@ -10,7 +10,7 @@ from qie_engine.contract import Preset
 from qie_engine.edit_request import DEFAULT_MAX_PROMPT_CHARS, RequestLimits
 from qie_engine.errors import EngineError
 from qie_engine.image_codec import ImageLimits
-from qie_engine.qwen_editor import OffloadMode, QwenSettings
+from qie_engine.qwen_settings import OffloadMode, QwenSettings
 
 # Parameters an operator may override with an environment variable of the same name.
 OVERRIDABLE = (

@@ -11,9 +11,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from PIL import Image
@@ -22,13 +22,13 @@ from qie_engine.contract import MAX_SEED, EditOptions, Preset, ProgressEvent, Re
 from qie_engine.edit_request import EditRequest, RequestLimits
 from qie_engine.editor import CancelledFn, EditOutcome, ProgressFn
 from qie_engine.errors import Cancelled, EngineError, InvalidInput
+from qie_engine.qwen_settings import QwenSettings
 from qie_engine.tiny_model import RANDOM_WEIGHTS_KEY
 
 log = logging.getLogger(__name__)
 
 PIPELINES = {"QwenImageEditPipeline": "edit", "QwenImageEditPlusPipeline": "plus"}
 MAX_IMAGES = {"edit": 1, "plus": 3}
-OffloadMode = Literal["none", "model", "sequential"]
 
 
 @dataclass(frozen=True)
@@ -55,24 +55,6 @@ LIGHTNING_SCHEDULER = {
     "time_shift_type": "exponential",
     "use_dynamic_shifting": True,
 }
-
-
-@dataclass(frozen=True)
-class QwenSettings:
-    """Every knob of the Qwen model; each one is a config.pbtxt parameter."""
-
-    model_id: str
-    device: str = "auto"
-    lora_path: str | None = None
-    cpu_offload: OffloadMode = "none"
-    attention_backend: str | None = None
-    compile_blocks: bool = False
-    default_preset: Preset = Preset.QUALITY
-    # Dev model only (ignored for real weights): caps the ~1 MP area the edit pipelines resize
-    # every condition image to, which dominates a tiny model's CPU time.
-    dev_condition_pixels: int | None = None
-    warmup: bool = True
-    limits: RequestLimits = field(default_factory=RequestLimits)
 
 
 def resolve_model_dir(model_id: str) -> Path:

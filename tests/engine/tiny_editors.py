@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from qie_engine.qwen_editor import QwenSettings
+from qie_engine.qwen_settings import QwenSettings
 from qie_engine.tiny_model import RANDOM_WEIGHTS_KEY, save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
