@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 from benchmarks import inputs
 from benchmarks.results import DEFAULT_OUT_DIR, environment, save_json, say, summarize, table
 from benchmarks.stack import BENCH_KEY, gateway, stop_on_sigterm, triton
-from tests.triton_server import DEV_CONDITION_PIXELS, DEV_MODEL, EditStream, edit_inputs
+from tests.triton_server import DEV_MODEL, EditStream, edit_inputs
 
 NAME = "overhead"
 MODEL = "qwen_image_edit"
@@ -82,9 +82,9 @@ class Ways:
 
     def __init__(self, grpc_url: str, gateway_url: str, settings: Any) -> None:
         from qie_client.client import QieClient
-        from qie_engine.qwen_editor import QwenEditor
+        from qie_engine.qwen_loader import load_editor
 
-        self.editor = QwenEditor(MODEL, settings)
+        self.editor = load_editor(MODEL, settings)
         self.stream = EditStream(grpc_url)
         self.client = QieClient(gateway_url, BENCH_KEY, timeout=300)
         self.last_result = b""  # the in-process result, for timing the costs on real bytes
@@ -98,12 +98,12 @@ class Ways:
         return time_it(lambda: self.client.http.get("/health/live").raise_for_status(), repeat)
 
     def inprocess(self, image: bytes, prompt: str, options: dict[str, Any]) -> Outcome:
+        from qie_engine.edit_request import RawEdit
         from qie_engine.editor import run_edit
 
         began = time.perf_counter()
-        data, meta = run_edit(
-            self.editor, [image], prompt, None, json.dumps(options), lambda _e: None, lambda: False
-        )
+        raw = RawEdit([image], prompt, options=json.dumps(options))
+        data, meta = run_edit(self.editor, raw, lambda _e: None, lambda: False)
         e2e = time.perf_counter() - began
         self.last_result = data
         return Outcome(e2e, meta.timings["total_s"], 0.0, len(data))
@@ -475,7 +475,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--micro-repeat", type=int, default=30)
     parser.add_argument("--triton-url", help="use this Triton (same dev model and settings!)")
     parser.add_argument("--model-id", default=str(DEV_MODEL))
-    parser.add_argument("--condition-pixels", default=DEV_CONDITION_PIXELS)
     parser.add_argument("--out-dir", type=Path, help="where the JSON and profile go (.bench/)")
     parser.add_argument("--smoke", action="store_true", help="3 repetitions, 2 profiled requests")
     args = parser.parse_args(argv)
@@ -485,10 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from qie_engine.qwen_settings import QwenSettings
 
-    settings = QwenSettings(
-        model_id=args.model_id,
-        dev_condition_pixels=int(args.condition_pixels) if args.condition_pixels else None,
-    )
+    settings = QwenSettings(model_id=args.model_id)
     image = inputs.jpeg(args.size, args.size)
     prompt = inputs.PROMPTS[MODEL]
     options: dict[str, Any] = {"steps": args.steps, "seed": 7, "true_cfg_scale": 1.0}
@@ -502,7 +498,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [MODEL],
                 external_grpc=args.triton_url,
                 model_id=args.model_id,
-                condition_pixels=args.condition_pixels,
             )
         )
         gw = stack.enter_context(gateway(endpoints.grpc_url, [MODEL]))
@@ -541,7 +536,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": {
             "model": MODEL,
             "model_id": args.model_id,
-            "condition_pixels": args.condition_pixels,
             "input": {
                 "format": "jpeg",
                 "width": args.size,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.triton_server import DEV_CONDITION_PIXELS, DEV_MODEL, TritonServer, free_port
+from tests.triton_server import DEV_MODEL, TritonServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_KEY = "bench-key"
@@ -40,7 +40,6 @@ def triton(
     external_grpc: str | None = None,
     external_metrics: str | None = None,
     model_id: str | Path = DEV_MODEL,
-    condition_pixels: str = DEV_CONDITION_PIXELS,
     timeout: float = 600.0,
 ) -> Iterator[TritonEndpoints]:
     """Use the Triton at `external_grpc`, or start one with `models` and stop it afterwards."""
@@ -48,7 +47,7 @@ def triton(
         host = external_grpc.rsplit(":", 1)[0]
         yield TritonEndpoints(external_grpc, external_metrics or f"{host}:8002/metrics")
         return
-    server = TritonServer(models, model_id=model_id, env={"DEV_CONDITION_PIXELS": condition_pixels})
+    server = TritonServer(models, model_id=model_id)
     server.start()
     try:
         server.wait_ready(timeout)

@@ -6,16 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from qie_engine.contract import EditOptions, Preset
-
-QUALITY_PRESETS = {
-    "high": Preset.QUALITY,
-    "quality": Preset.QUALITY,
-    "standard": Preset.QUALITY,
-    "medium": Preset.QUALITY,
-    "low": Preset.FAST,
-    "fast": Preset.FAST,
-}
+from qie_engine.contract import EditOptions
+from qie_engine.presets import QUALITY_ALIASES as QUALITY_PRESETS
 
 
 class RequestOptions(EditOptions):

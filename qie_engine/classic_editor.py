@@ -6,7 +6,8 @@ import dataclasses
 import time
 from typing import Any
 
-from qie_engine.classic_ops import VOCABULARY, Operation, apply_operation, parse_instruction
+from qie_engine.classic_instructions import VOCABULARY, parse_instruction
+from qie_engine.classic_ops import Operation, apply_operation
 from qie_engine.contract import ProgressEvent, ResultMeta
 from qie_engine.edit_request import EditRequest, RequestLimits
 from qie_engine.editor import CancelledFn, EditOutcome, ProgressFn

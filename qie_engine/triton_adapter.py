@@ -22,6 +22,7 @@ from qie_engine.contract import (
     OUTPUT_IMAGE,
     ProgressEvent,
 )
+from qie_engine.edit_request import RawEdit
 from qie_engine.editor import Editor, run_edit
 from qie_engine.errors import Cancelled, EngineError, InvalidInput
 
@@ -108,15 +109,13 @@ class RequestAdapter:
             )
             sender.send(response)
 
-        data, meta = run_edit(
-            self.editor,
-            images,
-            prompt,
-            self._single(request, INPUT_NEGATIVE_PROMPT),
-            self._single(request, INPUT_OPTIONS),
-            on_progress,
-            request.is_cancelled,
+        raw = RawEdit(
+            images=images,
+            prompt=prompt,
+            negative_prompt=self._single(request, INPUT_NEGATIVE_PROMPT),
+            options=self._single(request, INPUT_OPTIONS),
         )
+        data, meta = run_edit(self.editor, raw, on_progress, request.is_cancelled)
         image = self.pb.Tensor(OUTPUT_IMAGE, np.array([data], dtype=object))
         return self.pb.InferenceResponse(
             output_tensors=[self._event_tensor(meta.model_dump(mode="json")), image]

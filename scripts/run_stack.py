@@ -27,7 +27,6 @@ def triton_env() -> dict[str, str]:
     env = dict(os.environ, PYTHON=sys.executable)
     if not env.get("MODEL_ID"):
         env["MODEL_ID"] = str(DEV_MODEL)
-        env.setdefault("DEV_CONDITION_PIXELS", "65536")
         say(f"MODEL_ID is not set: serving the tiny dev model {DEV_MODEL} (RANDOM WEIGHTS)")
     return env
 

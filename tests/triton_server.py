@@ -35,9 +35,6 @@ START_SCRIPT = ROOT / "scripts" / "start_triton.sh"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 DEV_MODEL = ROOT / "models" / "tiny-qwen-image-edit"
 DEFAULT_MODELS = ("classic_edit", "qwen_image_edit")
-# The dev model's pipelines resize every condition image to ~1 MP; capping the area keeps a tiny
-# random model fast on a CPU (see QwenSettings.dev_condition_pixels).
-DEV_CONDITION_PIXELS = "65536"
 SHM_DIR = Path("/dev/shm")
 SHM_REGION = re.compile(r"triton_python_backend_shm_region_[0-9a-f-]+")
 RESERVED_PORTS = range(8000, 8004)  # a dev server (gateway and Triton) may hold these
@@ -70,7 +67,6 @@ class TritonServer:
         self.env = {
             "PYTHON": str(VENV_PYTHON),
             "MODEL_ID": str(model_id),
-            "DEV_CONDITION_PIXELS": DEV_CONDITION_PIXELS,
             "TRITON_MODELS": ",".join(self.models),
             "TRITON_HTTP_PORT": str(self.http_port),
             "TRITON_GRPC_PORT": str(self.grpc_port),
