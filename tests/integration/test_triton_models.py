@@ -100,7 +100,7 @@ def test_describe_returns_the_model_facts(
         assert any(entry.startswith("grayscale") for entry in described["vocabulary"])
     else:
         assert described["pipeline"] == "QwenImageEditPipeline"
-        assert described["defaults"]["steps"] == 50
+        assert described["defaults"] == {"preset": "fast", "steps": 8, "true_cfg_scale": 1.0}
 
 
 def cancelled_at_step(server: TritonServer, request_id: str, timeout: float = 15.0) -> int:
