@@ -29,7 +29,6 @@ class StepCache:
         self.threshold = float(
             threshold if threshold is not None else STEP_CACHE["residual_diff_threshold"]
         )
-        self.enabled = False
         config, calibrator = self._configs(on=False, steps=1, separate_cfg=False)
         cache_dit.enable_cache(transformer, cache_config=config, calibrator_config=calibrator)
         log.info(
@@ -65,7 +64,6 @@ class StepCache:
         cache_dit.refresh_context(
             self.transformer, cache_config=config, calibrator_config=calibrator
         )
-        self.enabled = on
 
     def cached_steps(self) -> int:
         """Transformer calls of the last run served from the cache (cond and uncond counted)."""

@@ -323,7 +323,7 @@ def test_models_lists_both_models_with_their_facts(gateway: GatewayServer) -> No
     models = {m["name"]: m for m in body["models"]}
     assert models["qwen_image_edit"]["random_weights"] is True
     assert models["qwen_image_edit"]["variant"] == "edit"
-    assert models["qwen_image_edit"]["defaults"]["steps"] == 50
+    assert models["qwen_image_edit"]["defaults"]["steps"] == 8  # the fast preset
     assert models["classic_edit"]["vocabulary"]
     assert models["classic_edit"]["formats"] == ["image/jpeg", "image/png", "image/webp"]
     assert set(body["tensor_contract"]["inputs"]) == {
