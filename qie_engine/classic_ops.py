@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from qie_engine.errors import InvalidInput
+from qie_engine.image_codec import ImageLimits
 
 GRABCUT_ITERATIONS = 5
 GRABCUT_MAX_SIDE = 640
@@ -20,9 +21,9 @@ BORDER_COLOUR_TOLERANCE = 16
 
 @dataclass(frozen=True)
 class ClassicLimits:
-    """How far an instruction may go; the uploads' own pixel limit bounds every result."""
+    """How far an instruction may go; ClassicEditor bounds results by the upload pixel limit."""
 
-    max_result_pixels: int = 4096 * 4096
+    max_result_pixels: int = ImageLimits.max_pixels
     max_result_side: int = 8192
     max_operations: int = 20
     max_blur_radius: float = 50.0

@@ -15,7 +15,7 @@ from qie_engine.contract import EditOptions, OutputFormat, ProgressEvent
 from qie_engine.edit_request import EditRequest, RawEdit, RequestLimits
 from qie_engine.editor import run_edit
 from qie_engine.errors import Cancelled, InvalidInput
-from qie_engine.image_codec import ImageInfo
+from qie_engine.image_codec import ImageInfo, ImageLimits
 
 W, H = 40, 30
 
@@ -544,3 +544,14 @@ def test_describe_and_limits() -> None:
         "defaults": {},
     }
     assert any("remove background" in line for line in facts["vocabulary"])
+
+
+def test_no_instruction_grows_an_image_beyond_the_upload_pixel_limit() -> None:
+    editor = ClassicEditor(limits=RequestLimits(image=ImageLimits(max_pixels=2000)))
+    assert editor.operation_limits.max_result_pixels == 2000
+    with pytest.raises(InvalidInput) as info:
+        run_edit(editor, RawEdit([png(gradient())], "scale 200%"), no_progress, never)
+    assert info.value.code == "invalid_instruction"
+    assert "2000 pixels in all" in str(info.value)
+    data, _ = run_edit(editor, RawEdit([png(gradient())], "scale 120%"), no_progress, never)
+    assert Image.open(io.BytesIO(data)).size == (48, 36)
