@@ -97,7 +97,6 @@ def load_editor(name: str, settings: QwenSettings) -> QwenEditor:
     started = time.perf_counter()
     folder = read_model_folder(resolve_model_dir(settings.model_id))
     device = pick_device(settings.device)
-    check_memory_modes(settings.quantization, settings.cpu_offload, device)
     pipe = load_pipeline(folder, settings, device)
     editor = assemble(name, pipe, folder, settings, device)
     log.info(
