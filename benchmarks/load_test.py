@@ -31,7 +31,9 @@ import httpx
 
 from benchmarks import inputs
 from benchmarks.results import environment, save_json, say, summarize, table
-from benchmarks.stack import BENCH_KEY, MODELS, gateway, stop_on_sigterm, triton
+from benchmarks import BENCH_GATEWAY_ENV, BENCH_KEY
+from scripts.stack import DEFAULT_MODELS as MODELS
+from scripts.stack import gateway, stop_on_sigterm, triton
 from qie_client.client import QieClient, QieError
 
 NAME = "load_test"
@@ -310,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             endpoints = stack.enter_context(triton(models, external_grpc=args.triton_url))
             say(NAME, f"Triton ready at {endpoints.grpc_url}")
-            url, key = stack.enter_context(gateway(endpoints.grpc_url, models)).url, BENCH_KEY
+            url, key = stack.enter_context(gateway([endpoints.grpc_url], models, **BENCH_GATEWAY_ENV)).url, BENCH_KEY
         say(
             NAME,
             f"gateway {url}: {args.clients} clients x {args.requests} edits, {models}, {modes}",

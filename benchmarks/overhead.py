@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import contextlib
 import logging
 import os
 import sys
@@ -37,10 +38,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from benchmarks import inputs
+from benchmarks import BENCH_GATEWAY_ENV, BENCH_KEY, inputs
 from benchmarks.results import DEFAULT_OUT_DIR, environment, save_json, say, summarize, table
-from benchmarks.stack import BENCH_KEY, gateway, stop_on_sigterm, triton
-from tests.triton_server import DEV_CONDITION_PIXELS, DEV_MODEL, EditStream, edit_inputs
+from scripts.stack import (
+    DEV_CONDITION_PIXELS,
+    DEV_MODEL,
+    GatewayThread,
+    free_port,
+    gateway,
+    gateway_env,
+    stop_on_sigterm,
+    triton,
+)
+from scripts.triton_stream import EditStream, edit_inputs
 
 NAME = "overhead"
 MODEL = "qwen_image_edit"
@@ -328,7 +338,6 @@ def profile_gateway(
     from pyinstrument import Profiler
 
     from qie_engine.json_logging import JsonFormatter
-    from tests.gateway_server import running_gateway
 
     # Log as `python -m gateway` does (JSON lines at INFO), to /dev/null, so logging is profiled.
     root_logger = logging.getLogger()
@@ -339,9 +348,7 @@ def profile_gateway(
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(logging.INFO)
     try:
-        return _profile(
-            grpc_url, image, prompt, options, requests, out_dir, Profiler, running_gateway
-        )
+        return _profile(grpc_url, image, prompt, options, requests, out_dir, Profiler)
     finally:
         root_logger.handlers[:], root_logger.level = saved[0], saved[1]
         sink.close()
@@ -355,9 +362,15 @@ def _profile(
     requests: int,
     out_dir: Path,
     profiler_class: Any,
-    running_gateway: Any,
 ) -> dict[str, Any]:
-    with running_gateway([grpc_url], MODEL) as server, server.client() as client:
+    from qie_client.client import QieClient
+
+    server = GatewayThread(gateway_env([grpc_url], free_port(), **BENCH_GATEWAY_ENV))
+    server.start()
+    server.wait_models([MODEL])
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(server.stop)
+        client = cleanup.enter_context(QieClient(server.url, BENCH_KEY, timeout=120))
         for _ in range(2):
             client.edit(image, prompt, model=MODEL, options=options)
         profiler = profiler_class(interval=0.0005, async_mode="disabled")
@@ -502,10 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [MODEL],
                 external_grpc=args.triton_url,
                 model_id=args.model_id,
-                condition_pixels=args.condition_pixels,
+                env={"DEV_CONDITION_PIXELS": args.condition_pixels},
             )
         )
-        gw = stack.enter_context(gateway(endpoints.grpc_url, [MODEL]))
+        gw = stack.enter_context(gateway([endpoints.grpc_url], [MODEL], **BENCH_GATEWAY_ENV))
         say(NAME, f"Triton {endpoints.grpc_url}, gateway {gw.url}; loading the in-process engine")
         ways = Ways(endpoints.grpc_url, gw.url, settings)
         stack.callback(ways.close)

@@ -44,7 +44,8 @@ from typing import Any
 
 from benchmarks import inputs
 from benchmarks.results import DEFAULT_OUT_DIR, ROOT, environment, save_json, say, summarize, table
-from benchmarks.stack import MODELS, stop_on_sigterm, triton
+from scripts.stack import DEFAULT_MODELS as MODELS
+from scripts.stack import stop_on_sigterm, triton
 
 NAME = "perf_analyzer"
 PA_VERSION = "2.60.0"

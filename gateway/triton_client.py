@@ -6,15 +6,24 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import numpy as np
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
+
+from gateway.store.job_models import EditRequest
 
 from qie_engine.contract import (
     INPUT_DESCRIBE,
@@ -70,16 +79,13 @@ def classify_error(message: str, status: grpc.StatusCode | None = None) -> Trito
     return TritonCallError("internal", "triton_error", "Triton failed to run the edit")
 
 
-@dataclass
-class EditCall:
-    """One edit as Triton tensors want it; images are the uploaded bytes, untouched."""
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, TritonCallError) and exc.kind == "unavailable"
 
-    model: str
-    images: list[bytes]
-    prompt: str
-    negative_prompt: str | None
-    options_json: str
-    request_id: str
+
+def _log_retry(state: RetryCallState) -> None:
+    delay = state.next_action.sleep if state.next_action else 0.0
+    log.warning("Triton unavailable; retrying in %.2fs", delay)
 
 
 @dataclass
@@ -94,7 +100,7 @@ def _bytes_input(name: str, values: list[bytes]) -> InferInput:
     return tensor
 
 
-def build_inputs(call: EditCall) -> list[InferInput]:
+def build_inputs(call: EditRequest) -> list[InferInput]:
     inputs = [
         _bytes_input(INPUT_IMAGES, call.images),
         _bytes_input(INPUT_PROMPT, [call.prompt.encode()]),
@@ -135,32 +141,48 @@ class TritonPool:
         candidates = serving or self.endpoints
         return min(candidates, key=lambda e: e.outstanding)
 
-    async def stream_edit(self, call: EditCall) -> AsyncIterator[ProgressEvent | FinalResult]:
+    async def stream_edit(self, call: EditRequest) -> AsyncIterator[ProgressEvent | FinalResult]:
         """Yield progress events, then one FinalResult; raise TritonCallError on failure.
 
         A connection that fails before any response is retried with backoff (the request never
         started); once Triton answered, a failure is final. Closing the iterator early (cancel,
         deadline, client gone) cancels the gRPC stream, which cancels the Triton request.
         """
-        for attempt in range(self.retries + 1):
-            endpoint = self.pick(call.model)
-            started = False
-            try:
-                async for item in self._stream_once(endpoint, call):
-                    started = True
-                    yield item
-                return
-            except TritonCallError as exc:
-                if exc.kind != "unavailable" or started or attempt == self.retries:
+        stream, first = await self._start(call)
+        try:
+            yield first
+            async for item in stream:
+                yield item
+        finally:
+            await stream.aclose()
+
+    async def _start(
+        self, call: EditRequest
+    ) -> tuple[AsyncGenerator[ProgressEvent | FinalResult], ProgressEvent | FinalResult]:
+        """Open a stream and read its first response, retrying while Triton is unreachable."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_unavailable),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=self.backoff_s, min=self.backoff_s),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                endpoint = self.pick(call.model)
+                stream = self._stream_once(endpoint, call)
+                try:
+                    return stream, await anext(stream)
+                except TritonCallError as exc:
+                    await stream.aclose()
+                    if exc.kind == "unavailable":
+                        endpoint.up = False
                     raise
-                endpoint.up = False
-                delay = self.backoff_s * 2**attempt
-                log.warning("Triton %s unavailable; retrying in %.2fs", endpoint.url, delay)
-                await asyncio.sleep(delay)
+        raise AssertionError("tenacity reraises the last error")
 
     async def _stream_once(
-        self, endpoint: Endpoint, call: EditCall
-    ) -> AsyncIterator[ProgressEvent | FinalResult]:
+        self, endpoint: Endpoint, call: EditRequest
+    ) -> AsyncGenerator[ProgressEvent | FinalResult]:
         done = asyncio.Event()
 
         async def requests() -> AsyncIterator[dict[str, Any]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 
 ImageInput = bytes | str | Path
 
@@ -182,28 +183,22 @@ class QieClient:
         return response.content
 
     def events(self, job_id: str, last_event_id: int | None = None) -> Iterator[Event]:
-        """The job's server-sent events, until a final one (completed, failed, cancelled)."""
+        """The job's server-sent events, until a final one (completed, failed, cancelled).
+
+        A job that expires while it is followed ends the stream with QieError (410).
+        """
         headers = {"Last-Event-ID": str(last_event_id)} if last_event_id else {}
-        with self.http.stream("GET", f"/jobs/{job_id}/events", headers=headers) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for_error(response)
-            fields: dict[str, str] = {}
-            for line in response.iter_lines():
-                if line:
-                    name, _, value = line.partition(":")
-                    fields[name] = fields.get(name, "") + value.removeprefix(" ")
-                    continue
-                if "data" in fields and "event" in fields:
-                    event = Event(
-                        id=int(fields.get("id", "0") or 0),
-                        event=fields["event"],
-                        data=json.loads(fields["data"]),
-                    )
-                    yield event
-                    if event.event in TERMINAL_EVENTS:
-                        return
-                fields = {}
+        with connect_sse(self.http, "GET", f"/jobs/{job_id}/events", headers=headers) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                _raise_for_error(source.response)
+            for sse in source.iter_sse():
+                data = json.loads(sse.data)
+                if sse.event == "error":
+                    raise QieError(410, data["code"], data["message"])
+                yield Event(id=int(sse.id or 0), event=sse.event, data=data)
+                if sse.event in TERMINAL_EVENTS:
+                    return
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = self.http.get("/health").json()

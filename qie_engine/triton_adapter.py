@@ -28,6 +28,46 @@ from qie_engine.errors import Cancelled, EngineError, InvalidInput
 log = logging.getLogger("qie_engine.triton")
 
 
+OUTCOMES = ("completed", "cancelled", "refused", "failed")
+
+
+class ModelCounters:
+    """Custom metrics on Triton's metrics port: steps run, and requests by how they ended.
+
+    They let a client see what the model itself did (e.g. that a cancel stopped it within a
+    step) without reading log lines. A pb_utils without MetricFamily counts nothing.
+    """
+
+    def __init__(self, pb_utils: Any, model: str) -> None:
+        family = getattr(pb_utils, "MetricFamily", None)
+        self._steps: Any = None
+        self._outcomes: dict[str, Any] = {}
+        if family is None:
+            return
+        self._step_family = family(
+            name="qie_model_steps_total",
+            description="Denoising steps (classic: operations) the model ran",
+            kind=family.COUNTER,
+        )
+        self._outcome_family = family(
+            name="qie_model_requests_total",
+            description="Edit requests the model finished, by outcome",
+            kind=family.COUNTER,
+        )
+        self._steps = self._step_family.Metric(labels={"model": model})
+        self._outcomes = {
+            o: self._outcome_family.Metric(labels={"model": model, "outcome": o}) for o in OUTCOMES
+        }
+
+    def step(self) -> None:
+        if self._steps is not None:
+            self._steps.increment(1)
+
+    def ended(self, outcome: str) -> None:
+        if outcome in self._outcomes:
+            self._outcomes[outcome].increment(1)
+
+
 def error_message(exc: EngineError) -> str:
     """Triton error text: `[code] message`, so clients recover the stable code."""
     return f"[{exc.code}] {exc}"
@@ -39,6 +79,7 @@ class RequestAdapter:
     def __init__(self, editor: Editor, pb_utils: Any) -> None:
         self.editor = editor
         self.pb = pb_utils
+        self.counters = ModelCounters(pb_utils, editor.name)
 
     def _bytes_input(self, request: Any, name: str) -> list[bytes] | None:
         tensor = self.pb.get_input_tensor_by_name(request, name)
@@ -66,14 +107,17 @@ class RequestAdapter:
         final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         request_id = request.request_id() or "-"
         started = time.perf_counter()
+        outcome = "failed"
         try:
             response = self._run(request, sender)
         except InvalidInput as exc:
             log.info("request %s refused: %s", request_id, exc)
             response = self._error(error_message(exc), self.pb.TritonError.INVALID_ARG)
+            outcome = "refused"
         except Cancelled as exc:
             log.info("request %s cancelled: %s", request_id, exc)
             response = self._error(error_message(exc), self.pb.TritonError.CANCELLED)
+            outcome = "cancelled"
         except EngineError as exc:
             log.error("request %s failed: %s", request_id, exc)
             response = self._error(error_message(exc), self.pb.TritonError.INTERNAL)
@@ -83,14 +127,20 @@ class RequestAdapter:
             response = self._error(message, self.pb.TritonError.INTERNAL)
         else:
             log.info("request %s done in %.3fs", request_id, time.perf_counter() - started)
+            outcome = "completed"
+        if not self._describes(request):
+            self.counters.ended(outcome)
         try:
             sender.send(response, flags=final)
         except Exception:  # the client is gone; nothing more to tell it
             log.info("request %s: final response not delivered", request_id)
 
-    def _run(self, request: Any, sender: Any) -> Any:
+    def _describes(self, request: Any) -> bool:
         describe = self.pb.get_input_tensor_by_name(request, INPUT_DESCRIBE)
-        if describe is not None and bool(np.asarray(describe.as_numpy()).reshape(-1)[0]):
+        return describe is not None and bool(np.asarray(describe.as_numpy()).reshape(-1)[0])
+
+    def _run(self, request: Any, sender: Any) -> Any:
+        if self._describes(request):
             payload = {"type": "describe", "model": self.editor.name, **self.editor.describe()}
             return self.pb.InferenceResponse(output_tensors=[self._event_tensor(payload)])
         images = self._bytes_input(request, INPUT_IMAGES)
@@ -101,6 +151,7 @@ class RequestAdapter:
             raise InvalidInput(f"{INPUT_PROMPT} is required")
 
         def on_progress(event: ProgressEvent) -> None:
+            self.counters.step()
             if request.is_cancelled():
                 return
             response = self.pb.InferenceResponse(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.triton_server import TritonServer
+from scripts.stack import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

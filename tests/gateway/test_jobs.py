@@ -25,7 +25,7 @@ from gateway.jobs import (
     create_job_store,
     new_job_id,
 )
-from tests.redis_server import RedisServer
+from scripts.stack import RedisServer
 
 TTL_S = 3600
 # Far above the store's 2 s socket timeout, far below anything a person would call a hang.

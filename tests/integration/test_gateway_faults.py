@@ -16,8 +16,8 @@ import pytest
 from qie_client.client import QieClient, QieError
 from tests import images
 from tests.gateway_server import KEY_A, running_gateway, wait_for
-from tests.redis_server import RedisServer
-from tests.triton_server import TritonServer, free_port
+from scripts.stack import RedisServer
+from scripts.stack import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ import pytest
 from qie_client.client import QieClient, QieError
 from tests import images
 from tests.gateway_server import KEY_A, KEY_B, GatewayServer, running_gateway, wait_for
-from tests.triton_server import TritonServer
+from scripts.stack import TritonServer
 
 pytestmark = pytest.mark.integration
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}

@@ -41,7 +41,7 @@ from tests.gateway_server import (
     temp_files,
     wait_for,
 )
-from tests.triton_server import ROOT, TritonServer
+from scripts.stack import ROOT, TritonServer
 
 pytestmark = pytest.mark.integration
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}

@@ -11,15 +11,8 @@ import numpy as np
 import pytest
 
 from tests import images
-from tests.triton_server import (
-    ROOT,
-    SHM_DIR,
-    EditStream,
-    StreamResult,
-    TritonServer,
-    edit_inputs,
-    stream_edit,
-)
+from scripts.stack import ROOT, SHM_DIR, TritonServer
+from scripts.triton_stream import EditStream, StreamResult, edit_inputs, stream_edit
 
 pytestmark = pytest.mark.integration
 
