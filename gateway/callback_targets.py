@@ -15,7 +15,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -135,8 +135,8 @@ class CallbackPolicy:
 
     async def pin(self, url: str) -> PinnedTarget:
         """At send time: resolve the host, refuse forbidden addresses, aim at the first one."""
-        parts = httpx.URL(url)
-        host = parts.host
+        parts = urlsplit(url)
+        host = parts.hostname or ""
         kind = self.match(host)
         if kind is None:
             raise CallbackRefused(f"the callback host {host!r} is not allowed")
@@ -148,6 +148,9 @@ class CallbackPolicy:
             why = self.refusal(address, exact=kind == "exact")
             if why is not None:
                 raise CallbackRefused(f"the callback host {host!r} resolves to {why}")
+        pinned = str(addresses[0]) if addresses[0].version == 4 else f"[{addresses[0]}]"
+        netloc = pinned if parts.port is None else f"{pinned}:{parts.port}"
+        target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-        return PinnedTarget(parts.copy_with(host=str(addresses[0])), host_header, extensions)
+        return PinnedTarget(httpx.URL(target), host_header, extensions)

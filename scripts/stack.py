@@ -73,8 +73,9 @@ def _temp_log(prefix: str) -> Path:
 class ProcessGroup:
     """A child in a process group of its own: signalled, reaped and listed as one."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, *, inherit_output: bool = False) -> None:
         self.log_path = log_path
+        self.inherit_output = inherit_output  # print to this terminal instead of the log
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,6 +83,15 @@ class ProcessGroup:
         return self.process is not None and self.process.poll() is None
 
     def spawn(self, command: Sequence[str], env: Mapping[str, str]) -> None:
+        if self.inherit_output:
+            self.process = subprocess.Popen(
+                list(command),
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            return
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
@@ -388,8 +398,10 @@ def ready_models(gateway_url: str) -> dict[str, bool]:
 class GatewayProcess(ProcessGroup):
     """`python -m gateway`, configured by its environment like a deployment."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path | None = None) -> None:
-        super().__init__(log_path or _temp_log("gateway-"))
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path | None = None, *, inherit_output: bool = False
+    ) -> None:
+        super().__init__(log_path or _temp_log("gateway-"), inherit_output=inherit_output)
         self.env = dict(env)
         self.port = int(self.env["GATEWAY_PORT"])
 

@@ -40,7 +40,9 @@ class RedisJobQueue:
         self.consumer = consumer
         self.lease_ms = int(lease_s * 1000)
         self.keys = keys or RedisKeys()
-        self._resumed: set[str] = set()  # models whose entries of a previous life were taken
+        # Per model, how far this process has taken back the entries a previous life held
+        # ("0": not yet; None: all of them).
+        self._history: dict[str, str | None] = {}
         scripts = ("take", "renew", "release", "position", "stats")
         self._scripts = {n: script(redis, n, prelude="queue_common") for n in scripts}
 
@@ -49,17 +51,17 @@ class RedisJobQueue:
         deadline = loop.time() + timeout
         k = self.keys
         while True:
-            own_history = model not in self._resumed
+            cursor = self._history.setdefault(model, "0")
             with reachable():
                 reply = await self._scripts["take"](
                     keys=[k.queue(model), k.slots(model), k.wake(model)],
-                    args=[GROUP, self.consumer, limit, self.lease_ms, int(own_history)],
+                    args=[GROUP, self.consumer, limit, self.lease_ms, cursor or ""],
                 )
             if reply[0] == b"taken":
-                return Ticket(model=model, job_id=text(reply[2]), entry_id=text(reply[1]))
-            if own_history:
-                self._resumed.add(model)
-                continue
+                entry_id = text(reply[1])
+                self._history[model] = entry_id if reply[3] == b"mine" else None
+                return Ticket(model=model, job_id=text(reply[2]), entry_id=entry_id)
+            self._history[model] = None
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
