@@ -193,6 +193,8 @@ class QieClient:
                 source.response.read()
                 _raise_for_error(source.response)
             for sse in source.iter_sse():
+                if not sse.data:  # a keep-alive comment: nothing happened
+                    continue
                 data = json.loads(sse.data)
                 if sse.event == "error":
                     raise QieError(410, data["code"], data["message"])

@@ -106,27 +106,29 @@ class RequestAdapter:
         sender = request.get_response_sender()
         final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         request_id = request.request_id() or "-"
+        traced = {"request_id": request_id}
         started = time.perf_counter()
         outcome = "failed"
         try:
             response = self._run(request, sender)
         except InvalidInput as exc:
-            log.info("request %s refused: %s", request_id, exc)
+            log.info("request %s refused: %s", request_id, exc, extra=traced)
             response = self._error(error_message(exc), self.pb.TritonError.INVALID_ARG)
             outcome = "refused"
         except Cancelled as exc:
-            log.info("request %s cancelled: %s", request_id, exc)
+            log.info("request %s cancelled: %s", request_id, exc, extra=traced)
             response = self._error(error_message(exc), self.pb.TritonError.CANCELLED)
             outcome = "cancelled"
         except EngineError as exc:
-            log.error("request %s failed: %s", request_id, exc)
+            log.error("request %s failed: %s", request_id, exc, extra=traced)
             response = self._error(error_message(exc), self.pb.TritonError.INTERNAL)
         except Exception as exc:
-            log.exception("request %s crashed", request_id)
+            log.exception("request %s crashed", request_id, extra=traced)
             message = f"[internal] the edit failed ({type(exc).__name__}); see the server log"
             response = self._error(message, self.pb.TritonError.INTERNAL)
         else:
-            log.info("request %s done in %.3fs", request_id, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            log.info("request %s done in %.3fs", request_id, elapsed, extra=traced)
             outcome = "completed"
         if not self._describes(request):
             self.counters.ended(outcome)
