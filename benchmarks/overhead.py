@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -44,6 +44,7 @@ from scripts.stack import (
     DEV_CONDITION_PIXELS,
     DEV_MODEL,
     GatewayThread,
+    TritonEndpoints,
     free_port,
     gateway,
     gateway_env,
@@ -137,9 +138,13 @@ class Ways:
         )
 
 
-def measure(
-    ways: Ways, image: bytes, prompt: str, options: dict[str, Any], warmup: int, repetitions: int
-) -> dict[str, Samples]:
+class EditInput(NamedTuple):
+    image: bytes
+    prompt: str
+    options: dict[str, Any]
+
+
+def measure(ways: Ways, edit: EditInput, warmup: int, repetitions: int) -> dict[str, Samples]:
     calls: dict[str, Callable[[bytes, str, dict[str, Any]], Outcome]] = {
         "inprocess": ways.inprocess,
         "triton": ways.triton,
@@ -148,12 +153,12 @@ def measure(
     samples = {way: Samples() for way in WAYS}
     for _ in range(warmup):
         for call in calls.values():
-            call(image, prompt, options)
+            call(*edit)
     for rep in range(repetitions):
         # Rotate the order too, so no way always runs right after another.
         order = WAYS[rep % 3 :] + WAYS[: rep % 3]
         for way in order:
-            e2e, engine, job, size = calls[way](image, prompt, options)
+            e2e, engine, job, size = calls[way](*edit)
             s = samples[way]
             s.e2e_s.append(e2e)
             s.engine_s.append(engine)
@@ -214,7 +219,8 @@ def micro_costs(upload: bytes, result: bytes, repeat: int) -> dict[str, Any]:
 
     from gateway.schemas import ProcessResponse
     from gateway.settings import Settings
-    from gateway.triton_client import EditCall, build_inputs
+    from gateway.store.job_models import EditRequest
+    from gateway.triton_client import build_inputs
     from qie_engine.image_codec import ImageLimits, check_image, decode_image, inspect_image
 
     limits = ImageLimits(
@@ -248,7 +254,7 @@ def micro_costs(upload: bytes, result: bytes, repeat: int) -> dict[str, Any]:
         return adapter.dump_json(adapter.validate_python(response))
 
     wire = fastapi_serialize()
-    call = EditCall(MODEL, [upload], "a prompt", None, '{"steps": 2}', "bench")
+    call = EditRequest(MODEL, [upload], "a prompt", None, '{"steps": 2}', "bench")
 
     def multipart_body() -> bytes:  # what QieClient.edit builds before sending
         return httpx.Request(
@@ -326,14 +332,7 @@ def categorize(root: Any, requests: int) -> dict[str, float]:
     return {k: round(v * 1000.0 / max(1, requests), 3) for k, v in totals.items()}
 
 
-def profile_gateway(
-    grpc_url: str,
-    image: bytes,
-    prompt: str,
-    options: dict[str, Any],
-    requests: int,
-    out_dir: Path,
-) -> dict[str, Any]:
+def profile_gateway(grpc_url: str, edit: EditInput, requests: int, out_dir: Path) -> dict[str, Any]:
     """pyinstrument on the event-loop thread of an in-process gateway, over `requests` edits."""
     from pyinstrument import Profiler
 
@@ -348,20 +347,14 @@ def profile_gateway(
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(logging.INFO)
     try:
-        return _profile(grpc_url, image, prompt, options, requests, out_dir, Profiler)
+        return _profile(grpc_url, edit, requests, out_dir, Profiler)
     finally:
         root_logger.handlers[:], root_logger.level = saved[0], saved[1]
         sink.close()
 
 
 def _profile(
-    grpc_url: str,
-    image: bytes,
-    prompt: str,
-    options: dict[str, Any],
-    requests: int,
-    out_dir: Path,
-    profiler_class: Any,
+    grpc_url: str, edit: EditInput, requests: int, out_dir: Path, profiler_class: Any
 ) -> dict[str, Any]:
     from qie_client.client import QieClient
 
@@ -372,7 +365,7 @@ def _profile(
         cleanup.callback(server.stop)
         client = cleanup.enter_context(QieClient(server.url, BENCH_KEY, timeout=120))
         for _ in range(2):
-            client.edit(image, prompt, model=MODEL, options=options)
+            client.edit(edit.image, edit.prompt, model=MODEL, options=edit.options)
         profiler = profiler_class(interval=0.0005, async_mode="disabled")
 
         async def start() -> None:  # on the server's loop: the profiler samples that thread
@@ -385,7 +378,7 @@ def _profile(
         server.run(start())
         try:
             for _ in range(requests):
-                client.edit(image, prompt, model=MODEL, options=options)
+                client.edit(edit.image, edit.prompt, model=MODEL, options=edit.options)
         finally:
             server.run(stop())
         wall = time.perf_counter() - began
@@ -513,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoints = stack.enter_context(
             triton(
                 [MODEL],
-                external_grpc=args.triton_url,
+                external=TritonEndpoints.given(args.triton_url),
                 model_id=args.model_id,
                 env={"DEV_CONDITION_PIXELS": args.condition_pixels},
             )
@@ -523,13 +516,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ways = Ways(endpoints.grpc_url, gw.url, settings)
         stack.callback(ways.close)
         say(NAME, f"{args.warmup} warm-up + {args.repetitions} measured edits per way")
-        samples = measure(ways, image, prompt, options, args.warmup, args.repetitions)
+        edit = EditInput(image, prompt, options)
+        samples = measure(ways, edit, args.warmup, args.repetitions)
         summaries = {way: samples[way].summary() for way in WAYS}
         hop = hops(summaries)
         profile = (
-            profile_gateway(
-                endpoints.grpc_url, image, prompt, options, args.profile_requests, out_dir
-            )
+            profile_gateway(endpoints.grpc_url, edit, args.profile_requests, out_dir)
             if args.profile_requests > 0
             else None
         )

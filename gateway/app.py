@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     registry = ModelRegistry(
         pool, metrics, settings.default_model, settings.max_concurrent_requests
     )
-    store, queue = open_backend(
+    backend = open_backend(
         settings.redis_url,
         ttl_s=settings.job_ttl_s,
         replica=settings.replica_id,
@@ -66,17 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_attempts=settings.webhook_max_attempts,
         backoff_s=settings.webhook_backoff_s,
     )
-    service = JobService(
-        store,
-        queue,
-        pool,
-        registry,
-        metrics,
-        webhooks,
-        replica=settings.replica_id,
-        max_queue_depth=settings.max_queue_depth,
-        lease_s=settings.job_lease_s,
-    )
+    service = JobService(backend, pool, registry, webhooks, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         await registry.stop()
         await webhooks.close()
         await pool.close()
-        await store.close()
+        await backend.store.close()
 
     app = FastAPI(
         title="qwen-image-edit gateway",
@@ -105,8 +95,8 @@ def create_app(settings: Settings) -> FastAPI:
         registry,
         service,
     )
-    state.store = store  # read by nothing in here: the tests count what it holds
-    state.reader = SubmissionReader(settings, policy)
+    state.store = backend.store  # read by nothing in here: the tests count what it holds
+    state.reader = SubmissionReader(settings, policy, registry.models)
     state.auth = Authenticator(settings.api_keys, settings.auth_disabled)
     state.rate_limiter = RateLimiter(settings.rate_limit, settings.redis_url)
     for router in ROUTERS:

@@ -15,6 +15,7 @@ from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store.job_models import TERMINAL_STATUSES, Job, JobStatus, NewEvent
 from gateway.store.job_store import JobStore
+from gateway.triton_client import FinalResult
 from gateway.webhooks import WebhookSender
 from qie_engine.contract import ProgressEvent
 
@@ -90,12 +91,12 @@ class JobLifecycle:
         status: JobStatus,
         error: tuple[str, str] | None = None,
         *,
-        result_meta: dict[str, Any] | None = None,
-        image: bytes | None = None,
+        result: FinalResult | None = None,
         expect: Collection[JobStatus] = UNFINISHED,
     ) -> Job | None:
         """The final state, event and result in one write; None if the job had moved on."""
         code, message = error or (None, None)
+        result_meta = None if result is None else result.meta.model_dump(mode="json")
         fields: dict[str, Any] = {
             "status": status,
             "finished_at": time.time(),
@@ -109,6 +110,7 @@ class JobLifecycle:
             fields["result_meta"] = result_meta
             fields["result_mime"] = MIME_TYPES.get(result_meta.get("format", "png"), "image/png")
             data["result"] = result_meta
+        image = None if result is None else result.image
         done = await self.write(
             job.id, fields, NewEvent(status.value, data), result=image, expect={"status": expect}
         )

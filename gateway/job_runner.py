@@ -18,9 +18,9 @@ from typing import Any
 
 from gateway.errors import StoreUnavailable
 from gateway.job_lifecycle import JobLifecycle, persist
-from gateway.metrics import Metrics
+from gateway.store import Backend
 from gateway.store.job_models import EditRequest, Job, JobStatus
-from gateway.store.job_store import MAX_ATTEMPTS, JobQueue, JobStore, Ticket
+from gateway.store.job_store import MAX_ATTEMPTS, Ticket
 from gateway.triton_client import FinalResult, TritonCallError, TritonPool
 
 log = logging.getLogger(__name__)
@@ -34,19 +34,16 @@ SHUTDOWN = "the gateway shut down before this job finished; submit it again"
 class JobRunner:
     def __init__(
         self,
-        store: JobStore,
-        queue: JobQueue,
+        backend: Backend,
         pool: TritonPool,
         lifecycle: JobLifecycle,
-        metrics: Metrics,
         limit: Callable[[str], int],
         lease_s: float,
     ) -> None:
-        self.store = store
-        self.queue = queue
+        self.store, self.queue = backend
         self.pool = pool
         self.lifecycle = lifecycle
-        self.metrics = metrics
+        self.metrics = lifecycle.metrics
         self.limit = limit
         self.lease_s = lease_s
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -182,10 +179,7 @@ class JobRunner:
             )
             return None
         self.metrics.edit_duration.labels(model=job.model).observe(elapsed)
-        meta = result.meta.model_dump(mode="json")
-        await self.lifecycle.finish(
-            job, JobStatus.COMPLETED, result_meta=meta, image=result.image
-        )
+        await self.lifecycle.finish(job, JobStatus.COMPLETED, result=result)
         return elapsed
 
     async def _edit(self, job: Job, request: EditRequest) -> FinalResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import sys
@@ -19,8 +20,9 @@ from typing import Any
 from gateway.errors import ApiError, StoreUnavailable
 from gateway.job_lifecycle import JobLifecycle, persist
 from gateway.job_runner import JobRunner
-from gateway.metrics import Metrics
 from gateway.model_registry import ModelRegistry
+from gateway.settings import Settings
+from gateway.store import Backend
 from gateway.store.job_models import (
     EditRequest,
     IdempotencyConflict,
@@ -30,13 +32,14 @@ from gateway.store.job_models import (
     NewEvent,
     new_job_id,
 )
-from gateway.store.job_store import JobGone, JobQueue, JobStore, QueueStats
+from gateway.store.job_store import JobGone, QueueStats
 from gateway.triton_client import TritonPool
 from gateway.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
 CANCEL_WAIT_S = 5.0
+EXPIRED = "the job expired or was evicted; its events are gone"
 EVENT_WAIT_S = 15.0
 SHUTDOWN_STOP_S = 10.0
 
@@ -88,26 +91,20 @@ def outcome_error(job: Job) -> ApiError:
 class JobService:
     def __init__(
         self,
-        store: JobStore,
-        queue: JobQueue,
+        backend: Backend,
         pool: TritonPool,
         registry: ModelRegistry,
-        metrics: Metrics,
         webhooks: WebhookSender,
-        *,
-        replica: str,
-        max_queue_depth: int,
-        lease_s: float,
+        settings: Settings,
     ) -> None:
-        self._store = store
-        self._queue = queue
+        self._store, self._queue = backend
         self._registry = registry
-        self._metrics = metrics
-        self._replica = replica
-        self._max_depth = max_queue_depth
-        self._lifecycle = JobLifecycle(store, metrics, webhooks)
+        self._metrics = registry.metrics
+        self._replica = settings.replica_id
+        self._max_depth = settings.max_queue_depth
+        self._lifecycle = JobLifecycle(self._store, self._metrics, webhooks)
         self._runner = JobRunner(
-            store, queue, pool, self._lifecycle, metrics, registry.inflight_limit, lease_s
+            backend, pool, self._lifecycle, registry.inflight_limit, settings.job_lease_s
         )
         self._stats: dict[str, QueueStats] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -234,9 +231,7 @@ class JobService:
         job = await self._owned(job_id, owner)
         return self._event_stream(job, last_event_id)
 
-    async def _event_stream(
-        self, job: Job, last: int
-    ) -> AsyncIterator[JobEvent | StreamError]:
+    async def _event_stream(self, job: Job, last: int) -> AsyncIterator[JobEvent | StreamError]:
         if job.finished:
             history = await self._store.events_after(job.id, 0)
             if history and last >= history[-1].id:
@@ -246,7 +241,7 @@ class JobService:
             try:
                 batch = await self._store.wait_events(job.id, last, EVENT_WAIT_S)
             except JobGone:
-                yield StreamError("job_expired", "the job expired or was evicted; its events are gone")
+                yield StreamError("job_expired", EXPIRED)
                 return
             except StoreUnavailable as exc:
                 yield StreamError(exc.code, exc.message)
@@ -283,7 +278,9 @@ class JobService:
             if job.deadline_at is not None:
                 timeout = max(0.0, min(timeout, job.deadline_at - time.time()))
             try:
-                batch = await persist(lambda: self._store.wait_events(job.id, last, timeout))
+                batch = await persist(
+                    functools.partial(self._store.wait_events, job.id, last, timeout)
+                )
             except JobGone:
                 raise ApiError("result_expired", f"job {job.id} expired") from None
             if any(event.final for event in batch):

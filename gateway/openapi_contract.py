@@ -97,8 +97,17 @@ def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]
         props[name] = _refs_to_components(_without_null(options["properties"][name]))
     props["callback_url"] = callback_url_schema(settings)
     props["image_id"] = {"type": "string", "description": props["image_id"].get("description")}
-    props["async"] = {"type": "boolean", "default": False, "description": "Same as Prefer: respond-async"}
-    return {"type": "object", "properties": props, "required": ["image", "prompt"], "title": "ProcessForm"}
+    props["async"] = {
+        "type": "boolean",
+        "default": False,
+        "description": "Same as Prefer: respond-async",
+    }
+    return {
+        "type": "object",
+        "properties": props,
+        "required": ["image", "prompt"],
+        "title": "ProcessForm",
+    }
 
 
 def _request_options_components(schema: dict[str, Any]) -> None:
@@ -106,7 +115,9 @@ def _request_options_components(schema: dict[str, Any]) -> None:
     components = schema["components"]["schemas"]
     for name, definition in options.pop("$defs", {}).items():
         components[name] = definition
-    properties = {k: _refs_to_components(_without_null(v)) for k, v in options["properties"].items()}
+    properties = {
+        k: _refs_to_components(_without_null(v)) for k, v in options["properties"].items()
+    }
     components["RequestOptions"] = {**options, "properties": properties}
 
 
@@ -132,8 +143,13 @@ def _security(schema: dict[str, Any]) -> None:
         for operation in item.values():
             if path not in PUBLIC_PATHS:
                 operation["security"] = [{"bearer": []}, {"apiKey": []}]
-                operation["responses"].setdefault("401", {"description": "No valid API key",
-                                                          "content": {"application/json": {"schema": dict(ERROR_REF)}}})
+                operation["responses"].setdefault(
+                    "401",
+                    {
+                        "description": "No valid API key",
+                        "content": {"application/json": {"schema": dict(ERROR_REF)}},
+                    },
+                )
 
 
 def _process_operation(schema: dict[str, Any], settings: Settings) -> None:

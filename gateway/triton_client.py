@@ -24,7 +24,6 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from gateway.store.job_models import EditRequest
-
 from qie_engine.contract import (
     INPUT_DESCRIBE,
     INPUT_IMAGES,
@@ -53,27 +52,48 @@ class TritonCallError(Exception):
         self.message = message
 
 
+# Errors Triton itself raises, by a word of their message: (word, kind, code, message).
+_TRITON_ERRORS = (
+    ("maximum queue size", "queue_full", "queue_full", "Triton's queue is full"),
+    ("unknown model", "model_unavailable", "model_unavailable", "the model is not loaded"),
+    ("is not ready", "model_unavailable", "model_unavailable", "the model is not loaded"),
+    ("not found", "model_unavailable", "model_unavailable", "the model is not loaded"),
+)
+_STATUSES = {
+    grpc.StatusCode.UNAVAILABLE: ("unavailable", "triton_unavailable", "Triton is not reachable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (
+        "deadline",
+        "deadline_exceeded",
+        "the request ran out of time",
+    ),
+    grpc.StatusCode.CANCELLED: ("cancelled", "cancelled", "the request was cancelled"),
+}
+
+
+def _from_model(code: str, text: str) -> TritonCallError:
+    """An error raised by our models: "[code] message"."""
+    if code == "cancelled":
+        return TritonCallError("cancelled", code, text)
+    if code == "internal":
+        return TritonCallError("internal", "model_error", text)
+    return TritonCallError("input", code, text)
+
+
 def classify_error(message: str, status: grpc.StatusCode | None = None) -> TritonCallError:
-    """Map Triton's answer to a kind the job service understands."""
+    """Map Triton's answer to a kind the job service understands; no address leaks out."""
     match = _CODE_PREFIX.match(message.strip())
-    if match:  # raised by our models: "[code] message"
-        code, text = match["code"], match["message"]
-        if code == "cancelled":
-            return TritonCallError("cancelled", code, text)
-        if code == "internal":
-            return TritonCallError("internal", "model_error", text)
-        return TritonCallError("input", code, text)
+    if match:
+        return _from_model(match["code"], match["message"])
     lowered = message.lower()
-    if status is grpc.StatusCode.UNAVAILABLE or "failed to connect" in lowered:
-        return TritonCallError("unavailable", "triton_unavailable", "Triton is not reachable")
-    if status is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return TritonCallError("deadline", "deadline_exceeded", "the request ran out of time")
-    if status is grpc.StatusCode.CANCELLED or "cancelled" in lowered:
-        return TritonCallError("cancelled", "cancelled", "the request was cancelled")
-    if "maximum queue size" in lowered:
-        return TritonCallError("queue_full", "queue_full", "Triton's queue is full")
-    if "unknown model" in lowered or "is not ready" in lowered or "not found" in lowered:
-        return TritonCallError("model_unavailable", "model_unavailable", "the model is not loaded")
+    if status is None and "failed to connect" in lowered:
+        status = grpc.StatusCode.UNAVAILABLE
+    if status is None and "cancelled" in lowered:
+        status = grpc.StatusCode.CANCELLED
+    if status in _STATUSES:
+        return TritonCallError(*_STATUSES[status])
+    for word, kind, code, text in _TRITON_ERRORS:
+        if word in lowered:
+            return TritonCallError(kind, code, text)
     if "stub process" in lowered and "not healthy" in lowered:
         return TritonCallError("internal", "model_crashed", "the model instance crashed")
     return TritonCallError("internal", "triton_error", "Triton failed to run the edit")

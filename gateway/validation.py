@@ -122,28 +122,27 @@ def request_hash(request: EditRequest) -> str:
 
 
 class SubmissionReader:
-    def __init__(self, settings: Settings, policy: CallbackPolicy) -> None:
+    def __init__(
+        self, settings: Settings, policy: CallbackPolicy, models: Mapping[str, ModelInfo]
+    ) -> None:
         self.settings = settings
         self.policy = policy
-        self.limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_pixels)
+        self.models = models  # the registry's, kept up to date as Triton's models change
+        self.limits = ImageLimits(settings.max_image_bytes, settings.max_pixels)
 
-    def model(self, name: str | None, models: Mapping[str, ModelInfo]) -> ModelInfo:
+    def model(self, name: str | None) -> ModelInfo:
         resolved = self.settings.resolve_model(name)
-        info = models.get(resolved)
+        info = self.models.get(resolved)
         if info is None:
-            raise ApiError(
-                "model_not_found", f"unknown model {resolved!r}", detail={"models": sorted(models)}
-            )
+            known = {"models": sorted(self.models)}
+            raise ApiError("model_not_found", f"unknown model {resolved!r}", detail=known)
         if not info.ready:
-            raise ApiError(
-                "model_unavailable", f"model {resolved} is not ready (loading or failed); retry shortly"
-            )
+            message = f"model {resolved} is not ready (loading or failed); retry shortly"
+            raise ApiError("model_unavailable", message)
         return info
 
-    async def read(
-        self, form: ProcessForm, caller: Caller, models: Mapping[str, ModelInfo]
-    ) -> Submission:
-        info = self.model(form.model, models)
+    async def read(self, form: ProcessForm, caller: Caller) -> Submission:
+        info = self.model(form.model)
         options = parse_options(form.options, {k: getattr(form, k) for k in PLAIN_FIELDS})
         callback = self.policy.check_url(form.callback_url) if form.callback_url else None
         uploads = [await part.read() for part in form.image]

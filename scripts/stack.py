@@ -478,21 +478,27 @@ class TritonEndpoints:
     grpc_url: str  # host:port
     metrics_url: str  # host:port/metrics, as perf_analyzer wants it
 
+    @classmethod
+    def given(cls, grpc_url: str | None, metrics_url: str | None = None) -> TritonEndpoints | None:
+        """A Triton someone else runs, or None (start one); metrics default to its port 8002."""
+        if not grpc_url:
+            return None
+        host = grpc_url.rsplit(":", 1)[0]
+        return cls(grpc_url, metrics_url or f"{host}:8002/metrics")
+
 
 @contextlib.contextmanager
 def triton(
     models: Sequence[str] = DEFAULT_MODELS,
     *,
-    external_grpc: str | None = None,
-    external_metrics: str | None = None,
+    external: TritonEndpoints | None = None,
     model_id: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 600.0,
 ) -> Iterator[TritonEndpoints]:
-    """Use the Triton at `external_grpc`, or start one with `models` and stop it afterwards."""
-    if external_grpc:
-        host = external_grpc.rsplit(":", 1)[0]
-        yield TritonEndpoints(external_grpc, external_metrics or f"{host}:8002/metrics")
+    """Use the `external` Triton, or start one with `models` and stop it afterwards."""
+    if external is not None:
+        yield external
         return
     server = TritonServer(models, model_id=model_id, env=env)
     server.start()

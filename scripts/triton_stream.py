@@ -8,9 +8,10 @@ import queue
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
+from typing_extensions import Unpack
 
 
 @dataclass
@@ -128,22 +129,23 @@ class EditStream:
         self.close()
 
 
+class InputFields(TypedDict, total=False):
+    options: Mapping[str, Any] | str | bytes | None
+    negative_prompt: str | None
+    describe: bool
+
+
 def stream_edit(
     grpc_url: str,
     model: str,
     images: Sequence[bytes] | None,
     prompt: str | bytes | None,
     *,
-    options: Mapping[str, Any] | str | bytes | None = None,
-    negative_prompt: str | None = None,
-    describe: bool = False,
-    request_id: str = "",
     timeout: float = 120.0,
+    **fields: Unpack[InputFields],
 ) -> StreamResult:
     """Send one request on its own stream and wait for its final response or error."""
-    inputs = edit_inputs(
-        images, prompt, options=options, negative_prompt=negative_prompt, describe=describe
-    )
+    inputs = edit_inputs(images, prompt, **fields)
     with EditStream(grpc_url) as stream:
-        stream.send(model, inputs, request_id=request_id)
+        stream.send(model, inputs)
         return stream.collect(timeout)

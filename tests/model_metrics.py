@@ -11,7 +11,7 @@ import httpx
 
 from scripts.stack import TritonServer
 
-SAMPLE = re.compile(r'^(qie_model_\w+)\{([^}]*)\} ([0-9.e+]+)$', re.MULTILINE)
+SAMPLE = re.compile(r"^(qie_model_\w+)\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.deps import CallerDep, JobServiceDep, ReaderDep, RegistryDep
+from gateway.deps import CallerDep, JobServiceDep, ReaderDep
 from gateway.job_service import outcome_error
 from gateway.job_views import accepted, process_response, result_headers
 from gateway.schemas import JobAccepted, ProcessResponse, error_responses
@@ -34,10 +34,9 @@ async def process(
     form: Annotated[ProcessForm, Form()],
     caller: CallerDep,
     reader: ReaderDep,
-    registry: RegistryDep,
     service: JobServiceDep,
 ) -> Any:
-    submission = await reader.read(form, caller, registry.models)
+    submission = await reader.read(form, caller)
     job = await service.submit(submission)
     if submission.respond_async:
         body = accepted(job).model_dump()

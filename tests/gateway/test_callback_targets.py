@@ -99,7 +99,11 @@ def test_a_host_not_on_the_allowlist_is_422(url: str) -> None:
 
 def test_listed_hosts_and_subdomains_of_a_suffix_entry_are_accepted() -> None:
     policy = CallbackPolicy(["Serverpod", ".hooks.example"])
-    for url in ("http://serverpod:8080/done", "https://a.hooks.example/x", "https://b.a.hooks.example"):
+    for url in (
+        "http://serverpod:8080/done",
+        "https://a.hooks.example/x",
+        "https://b.a.hooks.example",
+    ):
         assert policy.check_url(url) == url
     assert policy.match("hooks.example") is None  # the suffix itself is not a subdomain
 

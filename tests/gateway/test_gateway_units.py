@@ -132,7 +132,14 @@ def test_seed_quality_maps_to_presets_and_an_explicit_preset_wins() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://x/y", "file:///etc/passwd", "javascript:alert(1)", "http://", "/relative", "http://x:99999/"],
+    [
+        "ftp://x/y",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "http://",
+        "/relative",
+        "http://x:99999/",
+    ],
 )
 def test_callback_urls_must_be_absolute_http(url: str) -> None:
     with pytest.raises(ApiError) as refused:

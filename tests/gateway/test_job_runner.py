@@ -10,6 +10,7 @@ from gateway.callback_targets import CallbackPolicy
 from gateway.job_lifecycle import JobLifecycle
 from gateway.job_runner import JobRunner
 from gateway.metrics import Metrics
+from gateway.store import Backend
 from gateway.store.job_models import EditRequest, Job, JobStatus, NewEvent, new_job_id
 from gateway.store.memory_store import MemoryJobQueue, MemoryJobStore
 from gateway.triton_client import TritonPool
@@ -38,7 +39,7 @@ async def run_until_final(store: MemoryJobStore, queue: MemoryJobQueue, job_id: 
     metrics = Metrics()
     webhooks = WebhookSender("", CallbackPolicy())
     lifecycle = JobLifecycle(store, metrics, webhooks)
-    runner = JobRunner(store, queue, pool, lifecycle, metrics, lambda _m: 1, lease_s=3)
+    runner = JobRunner(Backend(store, queue), pool, lifecycle, lambda _m: 1, lease_s=3)
     runner.serve(MODEL)
     try:
         for _ in range(100):

@@ -38,7 +38,7 @@ CALLER = Caller(owner="owner-a", request_id="req-1")
 def reader(**settings: Any) -> SubmissionReader:
     values = {"GATEWAY_AUTH_DISABLED": True, **settings}
     parsed = Settings.model_validate(values)
-    return SubmissionReader(parsed, CallbackPolicy(parsed.webhook_allowed_hosts))
+    return SubmissionReader(parsed, CallbackPolicy(parsed.webhook_allowed_hosts), MODELS)
 
 
 def upload(data: bytes, name: str = "photo.png") -> UploadFile:
@@ -52,10 +52,8 @@ def form(*uploads: bytes, **fields: Any) -> ProcessForm:
     return ProcessForm.model_validate(values)
 
 
-def read(
-    the_form: ProcessForm, caller: Caller = CALLER, **settings: Any
-) -> Submission:
-    return asyncio.run(reader(**settings).read(the_form, caller, MODELS))
+def read(the_form: ProcessForm, caller: Caller = CALLER, **settings: Any) -> Submission:
+    return asyncio.run(reader(**settings).read(the_form, caller))
 
 
 def refused(the_form: ProcessForm, **settings: Any) -> ApiError:
@@ -118,7 +116,7 @@ def test_06_a_real_image_is_accepted_whatever_its_name_says(data: bytes) -> None
 
 def test_11_the_pixel_limit_is_exact() -> None:
     assert read(form(images.png_bytes(64, 48)), MAX_PIXELS=SMALL_PIXELS).request.images
-    assert 439 * 7 == SMALL_PIXELS + 1
+    assert SMALL_PIXELS + 1 == 439 * 7
     error = refused(form(images.png_bytes(439, 7)), MAX_PIXELS=SMALL_PIXELS)
     assert (error.status, error.code) == (422, "image_too_large")
 
@@ -137,14 +135,24 @@ def test_plus_models_take_up_to_three_images() -> None:
 
 IMAGE_CASES = [
     ("03-empty-file", b"", 422, "empty_file"),
-    ("05-text-named-jpg", b"just some text, not a picture at all\n" * 20, 415, "unsupported_media_type"),
+    (
+        "05-text-named-jpg",
+        b"just some text, not a picture at all\n" * 20,
+        415,
+        "unsupported_media_type",
+    ),
     ("07-tiff", images.tiff_bytes(), 415, "unsupported_media_type"),
     ("07-ico", images.ico_bytes(), 415, "unsupported_media_type"),
     ("07-gif", images.gif_bytes(), 415, "unsupported_media_type"),
     ("07-bmp", images.encode(images.colourful(32, 24), "BMP"), 415, "unsupported_media_type"),
     ("07-psd", psd_bytes(), 415, "unsupported_media_type"),
     ("07-eps", images.encode(images.colourful(32, 24), "EPS"), 415, "unsupported_media_type"),
-    ("07-jpeg2000", images.encode(images.colourful(32, 24), "JPEG2000"), 415, "unsupported_media_type"),
+    (
+        "07-jpeg2000",
+        images.encode(images.colourful(32, 24), "JPEG2000"),
+        415,
+        "unsupported_media_type",
+    ),
     ("07-svg", SVG, 415, "unsupported_media_type"),
     ("08-gif-then-html", images.polyglot_gif_html(), 415, "unsupported_media_type"),
     ("08-jpeg-then-html", images.polyglot_jpeg_html(), 415, "unsupported_media_type"),
@@ -215,7 +223,11 @@ OPTION_CASES = [
     ("18-unknown-option-json", {"options": json.dumps({"stepz": 5})}, "stepz"),
     ("21-output-format-gif-form", {"output_format": "gif"}, "output_format"),
     ("21-output-format-upper-png-form", {"output_format": "PNG"}, "output_format"),
-    ("21-output-format-tiff-json", {"options": json.dumps({"output_format": "tiff"})}, "output_format"),
+    (
+        "21-output-format-tiff-json",
+        {"options": json.dumps({"output_format": "tiff"})},
+        "output_format",
+    ),
 ]
 
 
@@ -284,5 +296,7 @@ def test_28a_a_callback_host_off_the_allowlist_is_422_saying_how_to_allow_it() -
     for error in (off, other):
         assert (error.status, error.code) == (422, "callback_not_allowed")
         assert "WEBHOOK_ALLOWED_HOSTS" in error.message
-    allowed = read(form(callback_url="http://serverpod:8080/done"), WEBHOOK_ALLOWED_HOSTS="serverpod")
+    allowed = read(
+        form(callback_url="http://serverpod:8080/done"), WEBHOOK_ALLOWED_HOSTS="serverpod"
+    )
     assert allowed.callback_url == "http://serverpod:8080/done"

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from qie_client.client import QieClient, QieError
-from tests import images
 from scripts.stack import GatewayProcess, RedisServer, TritonServer, free_port, gateway_env
+from tests import images
 from tests.gateway_server import KEY_A, running_gateway, wait_for
 from tests.model_metrics import model_counts, steps_until_cancelled
 

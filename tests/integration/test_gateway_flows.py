@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from qie_client.client import QieClient, QieError
+from scripts.stack import TritonServer
 from tests import images
 from tests.gateway_server import KEY_A, KEY_B, GatewayServer, running_gateway, wait_for
 from tests.model_metrics import model_counts, steps_until_cancelled
-from scripts.stack import TritonServer
 
 pytestmark = pytest.mark.integration
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}

@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+from scripts.stack import ROOT, TritonServer
 from tests import images
 from tests.gateway_server import (
     KEY_A,
@@ -46,7 +47,6 @@ from tests.gateway_server import (
     temp_files,
     wait_for,
 )
-from scripts.stack import ROOT, TritonServer
 
 pytestmark = pytest.mark.integration
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}

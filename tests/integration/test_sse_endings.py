@@ -55,7 +55,9 @@ def assert_kept_ticking(state: dict[str, Any]) -> None:
     assert state["ticks"] >= expected * 0.3, (state, expected)
 
 
-def stream(gw: GatewayServer, job_id: str, last_event_id: int | None = None) -> list[tuple[str, str, Any]]:
+def stream(
+    gw: GatewayServer, job_id: str, last_event_id: int | None = None
+) -> list[tuple[str, str, Any]]:
     """(id, event, data) of every event until the server ends the stream (comments skipped)."""
     headers = dict(AUTH)
     if last_event_id is not None:
@@ -66,7 +68,9 @@ def stream(gw: GatewayServer, job_id: str, last_event_id: int | None = None) -> 
         for line in r.iter_lines():
             if not line:
                 if "data" in fields:
-                    events.append((fields.get("id", ""), fields["event"], json.loads(fields["data"])))
+                    events.append(
+                        (fields.get("id", ""), fields["event"], json.loads(fields["data"]))
+                    )
                 fields = {}
             elif not line.startswith(":"):
                 name, _, value = line.partition(":")

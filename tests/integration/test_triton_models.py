@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests import images
 from scripts.stack import ROOT, SHM_DIR, TritonServer
 from scripts.triton_stream import EditStream, StreamResult, edit_inputs, stream_edit
+from tests import images
 from tests.model_metrics import model_counts, steps_until_cancelled
 
 pytestmark = pytest.mark.integration
