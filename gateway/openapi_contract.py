@@ -162,7 +162,16 @@ def _process_operation(schema: dict[str, Any], settings: Settings) -> None:
             "multipart/form-data": {
                 "schema": {"$ref": "#/components/schemas/ProcessForm"},
                 "encoding": {
-                    "image": {"contentType": ", ".join(IMAGE_TYPES)},
+                    # A file part: it carries a file name (any name; the bytes decide the type).
+                    "image": {
+                        "contentType": ", ".join(IMAGE_TYPES),
+                        "headers": {
+                            "Content-Disposition": {
+                                "schema": {"type": "string"},
+                                "example": 'form-data; name="image"; filename="photo.png"',
+                            }
+                        },
+                    },
                     "options": {"contentType": "application/json"},
                 },
             }

@@ -85,8 +85,25 @@ def as_number(value: str | None) -> Any:
     return text
 
 
+def _checked(data: dict[str, Any]) -> RequestOptions:
+    try:
+        return RequestOptions.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(
+            "invalid_options",
+            describe_validation_error(exc),
+            detail=[
+                {"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()
+            ],
+        ) from None
+
+
 def parse_options(options: str | None, plain: Mapping[str, Any]) -> RequestOptions:
-    """The options JSON (strict: "8" is not 8 there), with plain form fields on top."""
+    """The options JSON (strict: "8" is not 8 there), then plain form fields on top of it.
+
+    Each must be valid on its own, as the OpenAPI document says: a plain field never hides a bad
+    value in the JSON.
+    """
     data: dict[str, Any] = {}
     if options:
         try:
@@ -99,17 +116,9 @@ def parse_options(options: str | None, plain: Mapping[str, Any]) -> RequestOptio
             ) from None
         if not isinstance(data, dict):
             raise ApiError("invalid_options", "options must be a JSON object")
-    data.update({k: as_number(v) for k, v in plain.items() if as_number(v) is not None})
-    try:
-        return RequestOptions.model_validate(data)
-    except ValidationError as exc:
-        raise ApiError(
-            "invalid_options",
-            describe_validation_error(exc),
-            detail=[
-                {"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()
-            ],
-        ) from None
+        _checked(data)
+    fields = {k: as_number(v) for k, v in plain.items()}
+    return _checked({**data, **{k: v for k, v in fields.items() if v is not None}})
 
 
 def request_hash(request: EditRequest) -> str:

@@ -254,6 +254,14 @@ def test_options_that_are_not_a_json_object_are_422(options: str, detail: Any) -
     assert "options" in error.message
 
 
+def test_a_plain_field_never_hides_a_bad_value_in_the_options_json() -> None:
+    error = refused(form(options=json.dumps({"steps": 101}), steps="43"))
+    assert [f["field"] for f in error.detail] == ["steps"]
+    assert (
+        json.loads(read(form(options='{"steps": 9}', steps="4")).request.options_json)["steps"] == 4
+    )
+
+
 def test_empty_plain_fields_count_as_absent_both_in_the_form_and_the_options() -> None:
     sub = read(form(steps="", seed="  ", options=""))
     assert json.loads(sub.request.options_json) == {"output_format": "png"}
