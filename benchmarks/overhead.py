@@ -302,10 +302,10 @@ CATEGORIES: dict[str, Callable[[str, str], bool]] = {
     "image check (check_image)": lambda fn, path: fn == "check_image",
     "base64 of the result": lambda fn, path: fn in ("b64encode", "b64decode"),
     "response model + JSON": lambda fn, path: (
-        fn in ("serialize_response", "render") or (fn == "_process_response")
+        fn in ("serialize_response", "render", "process_response")
     ),
     "Triton gRPC stream (client side)": lambda fn, path: "tritonclient" in path or "/grpc/" in path,
-    "job store and events": lambda fn, path: path.endswith(("gateway/jobs.py",)),
+    "job store and events": lambda fn, path: "gateway/store/" in path,
     "request validation (FastAPI deps)": lambda fn, path: fn == "solve_dependencies",
     "logging": lambda fn, path: "/logging/" in path or path.endswith("json_logging.py"),
     "event loop idle (waiting)": lambda fn, path: fn in ("select", "poll", "epoll"),

@@ -2,7 +2,7 @@
 
 A job is forgotten `ttl_s` after its last write; the store is bounded by count and result bytes.
 When a bound is passed, the least recently written finished job goes first. Unfinished jobs are
-never evicted (admission bounds them), so the bounds are soft while all jobs run.
+never evicted (the queue depth bounds them), so the bounds are soft while all jobs run.
 """
 
 from __future__ import annotations
