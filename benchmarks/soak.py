@@ -120,10 +120,20 @@ class Clients:
                     self.follow(job_id, http, time.monotonic() + self.args.job_timeout)
 
 
-def final_states(url: str, job_ids: Sequence[str]) -> tuple[collections.Counter[str], list[str]]:
-    """Each accepted job's final state (by reason), and the ones the survivor does not know."""
+def started_twice(http: httpx.Client, url: str, job_id: str) -> bool:
+    """Whether the job's event stream shows a second attempt (its first runner died)."""
+    with http.stream("GET", f"{url}/jobs/{job_id}/events", headers=AUTH) as response:
+        return any('"attempt": 2' in line for line in response.iter_lines())
+
+
+def final_states(
+    url: str, job_ids: Sequence[str]
+) -> tuple[collections.Counter[str], list[str], int]:
+    """Each accepted job's final state (by reason), the ones the survivor does not know, and
+    how many ran a second time."""
     states: collections.Counter[str] = collections.Counter()
     lost = []
+    retried = 0
     with httpx.Client(timeout=30) as http:
         for job_id in job_ids:
             response = http.get(f"{url}/jobs/{job_id}", headers=AUTH)
@@ -133,7 +143,9 @@ def final_states(url: str, job_ids: Sequence[str]) -> tuple[collections.Counter[
             body = response.json()
             reason = (body.get("error") or {}).get("code")
             states[body["status"] + (f" ({reason})" if reason else "")] += 1
-    return states, lost
+            if body["status"] in FINAL:
+                retried += started_twice(http, url, job_id)
+    return states, lost, retried
 
 
 def run(args: argparse.Namespace, redis: RedisServer, grpc_url: str) -> dict[str, Any]:
@@ -168,7 +180,7 @@ def run(args: argparse.Namespace, redis: RedisServer, grpc_url: str) -> dict[str
             for future in futures:
                 future.result()
         elapsed = time.monotonic() - began
-        states, lost = final_states(survivor.url, clients.tally.accepted)
+        states, lost, retried = final_states(survivor.url, clients.tally.accepted)
         stuck = sum(n for state, n in states.items() if state.split()[0] not in FINAL)
         rss_end = rss_kib(survivor)
         memory = redis.info("memory")
@@ -181,6 +193,7 @@ def run(args: argparse.Namespace, redis: RedisServer, grpc_url: str) -> dict[str
             "accepted": len(clients.tally.accepted),
             "refused": dict(clients.tally.refused),
             "lost": len(lost),
+            "retried_after_the_kill": retried,
             "stuck": stuck,
             "final_states": dict(sorted(states.items())),
             "survivor_rss_kib": {"start": rss_start, "end": rss_end},
@@ -199,6 +212,7 @@ def print_report(result: dict[str, Any]) -> None:
         ["jobs accepted", result["accepted"]],
         ["jobs lost", result["lost"]],
         ["jobs stuck", result["stuck"]],
+        ["jobs run again (their replica died)", result["retried_after_the_kill"]],
         *[[f"final: {state}", n] for state, n in result["final_states"].items()],
         ["survivor RSS start / end (MiB)", "{:.1f} / {:.1f}".format(
             result["survivor_rss_kib"]["start"] / 1024, result["survivor_rss_kib"]["end"] / 1024

@@ -35,10 +35,13 @@ class RedisJobQueue:
         *,
         lease_s: float = DEFAULT_LEASE_S,
         keys: RedisKeys | None = None,
+        forget_consumers_after_s: float = 3600.0,
     ) -> None:
         self.redis = redis
         self.consumer = consumer
         self.lease_ms = int(lease_s * 1000)
+        # A replica that holds nothing and was not seen this long is gone (a pod name, say).
+        self.forget_ms = int(forget_consumers_after_s * 1000)
         self.keys = keys or RedisKeys()
         # Per model, how far this process has taken back the entries a previous life held
         # ("0": not yet; None: all of them).
@@ -114,7 +117,7 @@ class RedisJobQueue:
         with reachable():
             waiting, here, running, avg = await self._scripts["stats"](
                 keys=[k.queue(model), k.slots(model), k.avg(model)],
-                args=[GROUP, self.consumer, DEFAULT_AVG_RUN_S],
+                args=[GROUP, self.consumer, DEFAULT_AVG_RUN_S, self.forget_ms],
             )
         return QueueStats(
             waiting=int(waiting), waiting_here=int(here), running=int(running), avg_run_s=float(avg)

@@ -203,3 +203,24 @@ async def test_a_restarted_replica_takes_back_its_own_entries_at_once(redis_url:
         assert time.monotonic() - began < LEASE_S  # no wait for the lease to run out
     finally:
         await replicas.close()
+
+
+@async_test
+async def test_replicas_gone_for_good_leave_the_consumer_group(redis_url: str) -> None:
+    redis = connect(redis_url)
+    try:
+        store = RedisJobStore(redis)
+        gone = RedisJobQueue(redis, "pod-1234")
+        watcher = RedisJobQueue(redis, "pod-5678", forget_consumers_after_s=0.2)
+        await submit(store)
+        ticket = await gone.take(MODEL, 1, 1)
+        assert ticket is not None
+        await gone.release(ticket)  # it holds nothing now; then its pod is replaced
+        await asyncio.sleep(0.4)
+
+        await watcher.stats(MODEL)
+
+        consumers = await redis.xinfo_consumers("qie:queue:classic_edit", "runners")
+        assert [c["name"] for c in consumers] == []
+    finally:
+        await redis.aclose()
