@@ -171,3 +171,15 @@ def test_gpu_benchmark_tiny_runs_every_part_on_the_cpu(tmp_path: Path) -> None:
     assert batch["one_at_a_time"]["images_per_s"] > 0
     assert batch["batched"]["batch"] == batch["queue_depth"] == 8
     assert batch["batched"]["images_per_s"] > 0
+
+
+@pytest.mark.integration
+def test_soak_smoke_kills_a_replica_and_loses_no_job(tmp_path: Path) -> None:
+    run_benchmark("soak", tmp_path, "--jobs", "12", "--clients", "3", "--qwen-every", "0")
+    result = saved(tmp_path, "soak")["result"]
+    assert result["accepted"] == 12
+    assert (result["lost"], result["stuck"]) == (0, 0)
+    assert result["final_states"] == {"completed": 12}
+    assert result["killed_at_s"] > 0
+    assert set(result["survivor_rss_kib"]) == {"start", "end"}
+    assert result["redis_used_memory_bytes"]["end"] > 0
