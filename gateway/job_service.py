@@ -132,7 +132,7 @@ class JobService:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=SHUTDOWN_STOP_S)
-        if not getattr(self._queue, "shared", False):
+        if not self._queue.shared:
             await self._fail_waiting()
 
     async def _fail_waiting(self) -> None:

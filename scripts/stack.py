@@ -188,7 +188,9 @@ class TritonServer(ProcessGroup):
             "TRITON_HTTP_PORT": str(self.http_port),
             "TRITON_GRPC_PORT": str(self.grpc_port),
             "TRITON_METRICS_PORT": str(self.metrics_port),
-            "TRITON_EXIT_TIMEOUT": "5",
+            # Unloading takes a couple of seconds idle and several times that on a busy machine;
+            # a stop cut short leaves the stubs' shared memory behind.
+            "TRITON_EXIT_TIMEOUT": "15",
             **(env or {}),
         }
 
@@ -224,6 +226,9 @@ class TritonServer(ProcessGroup):
                 return
             time.sleep(0.25)
         raise TimeoutError(f"tritonserver not ready after {timeout:.0f}s\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        super().stop(timeout)
 
     def kill(self) -> None:
         regions = self.shm_regions()

@@ -96,6 +96,8 @@ class QueueStats:
 
 
 class JobQueue(Protocol):
+    shared: bool  # seen by every replica (Redis), or by this process only (memory)
+
     async def take(self, model: str, limit: int, timeout: float) -> Ticket | None:
         """The oldest waiting job once fewer than `limit` run on all replicas; None after
         `timeout` seconds. A job whose runner died (lease expired) is taken again."""
