@@ -175,16 +175,12 @@ class JobService:
         position = stats.waiting + 1 if stats.running >= limit else 0
         queued = NewEvent("queued", {"position": position, "eta_s": _eta(stats, limit, position)})
         try:
-            job, created = await self._store.create(job, queued, sub.request)
+            job, _ = await self._store.create(job, queued, sub.request)
         except IdempotencyConflict:
             raise ApiError(
                 "idempotency_conflict",
                 "this Idempotency-Key was used with a different request; use a new key",
             ) from None
-        if created:
-            self._stats[model] = QueueStats(
-                stats.waiting + 1, stats.waiting_here + 1, stats.running, stats.avg_run_s
-            )
         return job
 
     # --- look -------------------------------------------------------------------------------
