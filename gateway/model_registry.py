@@ -37,7 +37,8 @@ class ModelInfo:
         return int(self.facts.get("max_images", 1))
 
     def public(self, limits: dict[str, int]) -> dict[str, Any]:
-        facts = {k: v for k, v in self.facts.items() if k not in ("type", "model")}
+        # `served` is the instance's running tally when it was asked: no fact of the model.
+        facts = {k: v for k, v in self.facts.items() if k not in ("type", "model", "served")}
         return {
             "name": self.name,
             "ready": self.ready,

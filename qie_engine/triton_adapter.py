@@ -31,41 +31,20 @@ log = logging.getLogger("qie_engine.triton")
 OUTCOMES = ("completed", "cancelled", "refused", "failed")
 
 
-class ModelCounters:
-    """Custom metrics on Triton's metrics port: steps run, and requests by how they ended.
+class ServedCounts:
+    """What this model instance did: steps run, and edit requests by how they ended.
 
-    They let a client see what the model itself did (e.g. that a cancel stopped it within a
-    step) without reading log lines. A pb_utils without MetricFamily counts nothing.
+    Part of its DESCRIBE answer (`served`), so a client can see what the model itself did
+    (e.g. that a cancel stopped it within a step) without reading log lines. Plain counters in
+    the instance's own process: nothing to send anywhere while an edit runs.
     """
 
-    def __init__(self, pb_utils: Any, model: str) -> None:
-        family = getattr(pb_utils, "MetricFamily", None)
-        self._steps: Any = None
-        self._outcomes: dict[str, Any] = {}
-        if family is None:
-            return
-        self._step_family = family(
-            name="qie_model_steps_total",
-            description="Denoising steps (classic: operations) the model ran",
-            kind=family.COUNTER,
-        )
-        self._outcome_family = family(
-            name="qie_model_requests_total",
-            description="Edit requests the model finished, by outcome",
-            kind=family.COUNTER,
-        )
-        self._steps = self._step_family.Metric(labels={"model": model})
-        self._outcomes = {
-            o: self._outcome_family.Metric(labels={"model": model, "outcome": o}) for o in OUTCOMES
-        }
+    def __init__(self) -> None:
+        self.steps = 0
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
 
-    def step(self) -> None:
-        if self._steps is not None:
-            self._steps.increment(1)
-
-    def ended(self, outcome: str) -> None:
-        if outcome in self._outcomes:
-            self._outcomes[outcome].increment(1)
+    def as_dict(self) -> dict[str, int]:
+        return {"steps": self.steps, **self.outcomes}
 
 
 def error_message(exc: EngineError) -> str:
@@ -79,7 +58,7 @@ class RequestAdapter:
     def __init__(self, editor: Editor, pb_utils: Any) -> None:
         self.editor = editor
         self.pb = pb_utils
-        self.counters = ModelCounters(pb_utils, editor.name)
+        self.served = ServedCounts()
 
     def _bytes_input(self, request: Any, name: str) -> list[bytes] | None:
         tensor = self.pb.get_input_tensor_by_name(request, name)
@@ -131,7 +110,7 @@ class RequestAdapter:
             log.info("request %s done in %.3fs", request_id, elapsed, extra=traced)
             outcome = "completed"
         if not self._describes(request):
-            self.counters.ended(outcome)
+            self.served.outcomes[outcome] += 1
         try:
             sender.send(response, flags=final)
         except Exception:  # the client is gone; nothing more to tell it
@@ -143,7 +122,12 @@ class RequestAdapter:
 
     def _run(self, request: Any, sender: Any) -> Any:
         if self._describes(request):
-            payload = {"type": "describe", "model": self.editor.name, **self.editor.describe()}
+            payload = {
+                "type": "describe",
+                "model": self.editor.name,
+                **self.editor.describe(),
+                "served": self.served.as_dict(),
+            }
             return self.pb.InferenceResponse(output_tensors=[self._event_tensor(payload)])
         images = self._bytes_input(request, INPUT_IMAGES)
         prompt = self._single(request, INPUT_PROMPT)
@@ -153,7 +137,7 @@ class RequestAdapter:
             raise InvalidInput(f"{INPUT_PROMPT} is required")
 
         def on_progress(event: ProgressEvent) -> None:
-            self.counters.step()
+            self.served.steps += 1
             if request.is_cancelled():
                 return
             response = self.pb.InferenceResponse(

@@ -1,38 +1,28 @@
-"""What a model itself reports on Triton's metrics port (qie_engine.triton_adapter.ModelCounters):
-the steps it ran and how its requests ended. Tests read these instead of log lines."""
+"""What a model itself says it did, in its DESCRIBE answer (`served`, kept by
+qie_engine.triton_adapter): the steps it ran and how its requests ended. Tests read this instead
+of log lines. A model with one instance (qwen_image_edit here) answers for all its requests."""
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
-import httpx
-
 from scripts.stack import TritonServer
-
-SAMPLE = re.compile(r"^(qie_model_\w+)\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
+from scripts.triton_stream import stream_edit
 
 
 @dataclass(frozen=True)
 class ModelCounts:
-    steps: float
-    completed: float
-    cancelled: float
+    steps: int
+    completed: int
+    cancelled: int
 
 
 def model_counts(triton: TritonServer, model: str) -> ModelCounts:
-    values: dict[str, float] = {}
-    for name, labels, value in SAMPLE.findall(httpx.get(triton.metrics_url, timeout=10).text):
-        if f'model="{model}"' not in labels:
-            continue
-        outcome = re.search(r'outcome="(\w+)"', labels)
-        values[outcome.group(1) if outcome else name] = float(value)
-    return ModelCounts(
-        values.get("qie_model_steps_total", 0.0),
-        values.get("completed", 0.0),
-        values.get("cancelled", 0.0),
-    )
+    answer = stream_edit(triton.grpc_url, model, None, None, describe=True, timeout=60)
+    assert answer.final_meta is not None, answer.error
+    served = answer.final_meta["served"]
+    return ModelCounts(served["steps"], served["completed"], served["cancelled"])
 
 
 def steps_until_cancelled(
@@ -44,6 +34,6 @@ def steps_until_cancelled(
         now = model_counts(triton, model)
         if now.cancelled > before.cancelled:
             assert now.completed == before.completed, "a request ran to the end"
-            return int(now.steps - before.steps)
+            return now.steps - before.steps
         time.sleep(0.1)
     raise AssertionError(f"{model} reported no cancelled request within {timeout:.0f}s")
