@@ -97,6 +97,9 @@ def test_redis_restart_while_a_job_runs_loses_nothing(
 
 
 LEASE = {"JOB_LEASE_S": "2", "MAX_CONCURRENT_REQUESTS": "1"}
+# A 512 x 512 output makes each step of the tiny model take a while (~0.3 s here), so a job is
+# still running when the test acts on it.
+SLOW_STEPS = {"width": 512, "height": 512, "true_cfg_scale": 1.0, "seed": 3}
 
 
 def test_a_killed_replicas_jobs_run_on_another_replica(
@@ -117,7 +120,7 @@ def test_a_killed_replicas_jobs_run_on_another_replica(
     try:
         doomed.wait_models(["qwen_image_edit", "classic_edit"])
         with QieClient(doomed.url, KEY_A) as client:
-            running = client.submit(images.png_bytes(), "x", options={"steps": 20, "seed": 3})
+            running = client.submit(images.png_bytes(), "x", options={**SLOW_STEPS, "steps": 20})
             wait_for(lambda: client.job(running)["progress"]["step"] >= 1)
             queued = [
                 client.submit(images.png_bytes(), "y", options={"steps": 2}) for _ in range(2)
@@ -154,7 +157,7 @@ def test_cancel_sent_to_one_replica_stops_the_job_on_another(
         as runner,
         runner.client() as on_runner,
     ):  # fmt: skip
-        job_id = on_runner.submit(images.png_bytes(), "x", options={"steps": 100})
+        job_id = on_runner.submit(images.png_bytes(), "x", options={**SLOW_STEPS, "steps": 100})
         wait_for(lambda: on_runner.job(job_id)["progress"]["step"] >= 1)
         # Replica b starts only now: the job runs on a, and b can only reach it through Redis.
         with (

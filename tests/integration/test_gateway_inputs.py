@@ -735,7 +735,8 @@ def test_27_queue_full_is_503_with_retry_after_and_accepted_jobs_are_unaffected(
         ) as gw,
         gw.client() as client,
     ):
-        running = client.submit(images.png_bytes(), "slow", options={"steps": 100})
+        slow = {"steps": 100, "width": 512, "height": 512, "true_cfg_scale": 1.0}
+        running = client.submit(images.png_bytes(), "slow", options=slow)
         wait_for(lambda: client.job(running)["status"] == "processing")
         queued = client.submit(images.png_bytes(), "next", options={"steps": 2, "seed": 7})
         wait_for(lambda: client.job(queued)["queue_position"] == 1)

@@ -22,6 +22,8 @@ from tests.gateway_server import KEY_A, GatewayServer, running_gateway, wait_for
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {KEY_A}"}
 TICK_S = 0.01
+# A 512 x 512 output makes each step of the tiny model slow enough to keep a job running.
+SLOW = {"width": 512, "height": 512, "true_cfg_scale": 1.0}
 
 
 @contextmanager
@@ -116,7 +118,7 @@ def test_a_job_that_expires_while_followed_ends_its_stream_with_an_error(
         JOB_TTL_S=2,
         MAX_CONCURRENT_REQUESTS=1,
     ) as gw:
-        blocker = submit(gw, model="qwen_image_edit", steps=60)
+        blocker = submit(gw, model="qwen_image_edit", steps=60, **SLOW)
         wait_for(lambda: httpx.get(f"{gw.url}/jobs/{blocker}", headers=AUTH).json()["status"]
                  == "processing")  # fmt: skip
         waiting = submit(gw, model="qwen_image_edit", steps=2)  # no writes while it waits
@@ -137,7 +139,7 @@ def test_a_job_evicted_from_redis_while_followed_ends_its_stream_with_an_error(
         REDIS_URL=redis_url,
         MAX_CONCURRENT_REQUESTS=1,
     ) as gw:
-        blocker = submit(gw, model="qwen_image_edit", steps=60)
+        blocker = submit(gw, model="qwen_image_edit", steps=60, **SLOW)
         waiting = submit(gw, model="qwen_image_edit", steps=2)
         with ticking(gw) as state, redis.Redis.from_url(redis_url) as client:
 
