@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.triton_server import TritonServer
+from scripts.stack import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,3 +181,15 @@ def test_gpu_benchmark_tiny_runs_every_part_on_the_cpu(tmp_path: Path) -> None:
 
     fp8 = saved(tmp_path, "gpu_benchmark-fp8-tiny")["result"]
     assert fp8 == {"applied": False, "reason": "needs a CUDA GPU"}
+
+
+@pytest.mark.integration
+def test_soak_smoke_kills_a_replica_and_loses_no_job(tmp_path: Path) -> None:
+    run_benchmark("soak", tmp_path, "--jobs", "12", "--clients", "3", "--qwen-every", "0")
+    result = saved(tmp_path, "soak")["result"]
+    assert result["accepted"] == 12
+    assert (result["lost"], result["stuck"]) == (0, 0)
+    assert result["final_states"] == {"completed": 12}
+    assert result["killed_at_s"] > 0
+    assert set(result["survivor_rss_kib"]) == {"start", "end"}
+    assert result["redis_used_memory_bytes"]["end"] > 0

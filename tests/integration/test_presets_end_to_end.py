@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from qie_client.client import QieClient
+from scripts.stack import TritonServer
+from scripts.triton_stream import stream_edit
 from tests import images
 from tests.gateway_server import GatewayServer
-from tests.triton_server import TritonServer, stream_edit
 
 pytestmark = pytest.mark.integration
 
