@@ -14,7 +14,9 @@ class RequestOptions(EditOptions):
     """EditOptions plus the seed's `quality` and `timeout` (seconds)."""
 
     quality: Literal["high", "quality", "standard", "medium", "low", "fast"] | None = Field(
-        default=None, description="The seed's quality knob: high → quality preset, low → fast."
+        default=None,
+        description="The seed's quality knob, mapped onto a preset: "
+        + ", ".join(f"{word} → {preset.value}" for word, preset in QUALITY_PRESETS.items()),
     )
     timeout: Annotated[float, Field(gt=0, le=3600)] | None = Field(
         default=None, description="Deadline in seconds; the edit is stopped when it passes (504)."

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from qie_engine.contract import Preset
 from scripts.export_openapi import OPENAPI_PATH, current_openapi, render
 
 
@@ -52,7 +53,7 @@ def test_the_spec_states_the_rules_validation_enforces() -> None:
     assert form["seed"]["maximum"] == 2**32 - 1
     enums = schema["components"]["schemas"]
     assert enums["OutputFormat"]["enum"] == ["png", "webp", "jpeg"]
-    assert enums["Preset"]["enum"] == ["fast", "quality"]
+    assert enums["Preset"]["enum"] == [p.value for p in Preset]
     assert form["options"] == {"$ref": "#/components/schemas/RequestOptions"}
     body = schema["paths"]["/process"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert body["encoding"]["image"]["contentType"] == "image/jpeg, image/png, image/webp"

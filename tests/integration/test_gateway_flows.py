@@ -208,6 +208,10 @@ def test_failed_job_result_gives_the_failure_reason(gateway: GatewayServer) -> N
     assert failed.value.detail["error"]["code"] == "deadline_exceeded"
 
 
+# 512 x 512 makes each step of the tiny model slow (~0.3 s here): the edit outlasts the client.
+SLOW_50_STEPS = {"steps": 50, "width": 512, "height": 512, "true_cfg_scale": 1.0}
+
+
 def test_client_disconnect_during_sync_request_cancels_the_triton_request(
     gateway: GatewayServer, triton_server: TritonServer
 ) -> None:
@@ -217,7 +221,7 @@ def test_client_disconnect_during_sync_request_cancels_the_triton_request(
                 f"{gateway.url}/process",
                 headers={**AUTH_A, "X-Request-ID": "disconnect-1"},
                 files={"image": ("a.png", images.png_bytes(), "image/png")},
-                data={"prompt": "disconnect me", "options": json.dumps({"steps": 50})},
+                data={"prompt": "disconnect me", "options": json.dumps(SLOW_50_STEPS)},
                 timeout=1.5,
             )
 
