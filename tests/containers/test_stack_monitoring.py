@@ -23,8 +23,8 @@ ALERTS = Path(__file__).resolve().parents[2] / "monitoring" / "alerts.yml"
 SCRAPE_WAIT_S = 60
 
 
-def api(stack: RunningStack, path: str) -> Any:
-    response = httpx.get(f"{stack.prometheus_url}/api/v1/{path}", timeout=10)
+def api(stack: RunningStack, path: str, **params: str) -> Any:
+    response = httpx.get(f"{stack.prometheus_url}/api/v1/{path}", params=params, timeout=10)
     response.raise_for_status()
     body = response.json()
     assert body["status"] == "success"
@@ -38,13 +38,17 @@ def target_health(stack: RunningStack) -> dict[str, str]:
 def test_prometheus_scrapes_the_gateway_and_triton(stack: RunningStack) -> None:
     wanted = {"qwen-image-edit": "up", "triton": "up"}
     wait_for(lambda: target_health(stack) == wanted, timeout=SCRAPE_WAIT_S, interval=1)
-    # What it scraped is the stack's own: each target's samples are queryable by job.
-    for job, metric in (
-        ("qwen-image-edit", "qie_http_requests_total"),
-        ("triton", "nv_inference_count"),
+    # What it scraped is the stack's own: the gateway's view of Triton, and Triton's own count
+    # of inferences per model (series appear once a scrape has seen them).
+    for query in (
+        'qie_triton_up{job="qwen-image-edit", url="triton:8001"}',
+        'nv_inference_count{job="triton", model="classic_edit"}',
     ):
-        result = api(stack, f"query?query={metric}{{job=%22{job}%22}}")["result"]
-        assert result, f"no {metric} from {job}"
+        wait_for(
+            lambda q=query: api(stack, "query", query=q)["result"],
+            timeout=SCRAPE_WAIT_S,
+            interval=1,
+        )
 
 
 def test_prometheus_loaded_every_alert_rule(stack: RunningStack) -> None:

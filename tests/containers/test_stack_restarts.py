@@ -88,9 +88,15 @@ def test_triton_killed_mid_job_fails_it_within_5_s_and_the_stack_recovers_by_its
         assert failed["error"]["code"] == "triton_unavailable"
         assert "Triton" in failed["error"]["message"]
 
-        # The restart policy brings Triton back; the gateway finds it again on its own.
+        # The restart policy brings Triton back, and its health check passes again (it restarts
+        # at "starting"); then the gateway, polling Triton, finds it on its own.
         wait_for(
             lambda: starts(stack, TRITON)[1] > triton["RestartCount"], timeout=60, interval=0.5
+        )
+        wait_for(
+            lambda: stack.container(TRITON)["State"]["Health"]["Status"] == "healthy",
+            timeout=RECOVERY_TIMEOUT_S,
+            interval=1,
         )
         wait_for(lambda: ready(stack), timeout=RECOVERY_TIMEOUT_S, interval=1)
         edited = client.edit(images.jpeg_bytes(), "make it black and white", model="classic_edit")
