@@ -24,6 +24,7 @@ from gateway.job_service import JobService
 from gateway.jobs import StoreUnavailable, create_job_store
 from gateway.metrics import Metrics
 from gateway.model_registry import ModelRegistry
+from gateway.playground import router as playground_router
 from gateway.security import Authenticator, RateLimiter
 from gateway.settings import Settings
 from gateway.triton_client import TritonPool
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.auth = Authenticator(settings.api_keys, settings.auth_disabled)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.redis_url)
     app.include_router(router)
+    app.include_router(playground_router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
