@@ -43,11 +43,13 @@ dev-model: $(DEV_MODEL)
 $(DEV_MODEL): $(STAMP) qie_engine/tiny_model.py
 	$(PY) scripts/build_dev_model.py --force
 
-# Debian packages the tests use: a Redis server of their own, and promtool for the alert rules.
+# Debian packages the tests use: a Redis server of their own, promtool for the alert rules, and
+# Chromium for the playground's browser tests (Playwright drives it; it downloads no browser).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
