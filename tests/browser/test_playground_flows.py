@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 
@@ -308,3 +309,48 @@ def test_another_site_cannot_frame_the_page(
         )
     expect(page.frame_locator("#api").locator("body")).to_contain_text("alive")
     assert page.frame_locator("#page").locator("#edit-form").count() == 0
+
+
+DROP_FILES = """(zone, files) => {
+  const transfer = new DataTransfer();
+  for (const { name, type, base64 } of files) {
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    transfer.items.add(new File([bytes], name, { type }));
+  }
+  zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true }));
+  zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+}"""
+
+
+def test_dropped_images_are_listed_with_previews_and_one_is_selected(
+    new_page: NewPage, open_gateway: GatewayServer
+) -> None:
+    page = new_page()
+    ui = Playground(page, open_gateway.url).open()
+    files = [
+        {"name": name, "type": mime, "base64": base64.b64encode(data).decode()}
+        for name, mime, data in [
+            ("one.jpg", "image/jpeg", photo()),
+            ("two.png", "image/png", images.png_bytes(40, 30)),
+        ]
+    ]
+    page.locator("#dropzone").evaluate(DROP_FILES, files)
+    thumbs = page.locator(".thumb")
+    expect(thumbs).to_have_count(2)
+    expect(thumbs.nth(1)).to_have_attribute("aria-pressed", "true")  # the last one dropped
+    expect(thumbs.nth(1)).to_contain_text("40\u00d730")
+    expect(page.locator("#before-image")).to_have_js_property("naturalWidth", 40)
+
+    thumbs.nth(0).click()
+    expect(thumbs.nth(0)).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#before-image")).to_have_js_property("naturalWidth", 320)
+    page.get_by_role("button", name="Remove one.jpg").click()
+    expect(thumbs).to_have_count(1)
+    expect(thumbs.nth(0)).to_have_attribute("aria-pressed", "true")
+    expect(thumbs.nth(0)).to_contain_text("two.png")
+    expect(thumbs.nth(0)).to_be_focused()  # the keyboard goes on from the image left
+
+    ui.edit("invert", "classic_edit")
+    ui.process()
+    ui.wait_result()
+    assert (ui.result_pixels()["width"], ui.result_pixels()["height"]) == (40, 30)
