@@ -1,5 +1,5 @@
-// One edit: submitted as a job, followed through its events, and its result fetched.
-// A batch will be several of these sharing one prompt; the views already list many.
+// One edit: submitted as a job, followed through its events, and its result fetched. The stage
+// shows one at a time and the history lists them all, so several can be in flight at once.
 
 import { ApiError } from "./api.js";
 
