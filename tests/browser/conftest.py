@@ -34,7 +34,7 @@ def chromium(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def open_gateway(triton_server: TritonServer) -> Iterator[GatewayServer]:
     """A gateway as `make run` starts it: auth off."""
     with running_gateway(
