@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -255,3 +256,48 @@ def parameter_counts(pipe: Any) -> dict[str, int]:
         name: sum(p.numel() for p in getattr(pipe, name).parameters())
         for name in ("transformer", "text_encoder", "vae")
     }
+
+
+# The Lightning LoRAs' layers in each transformer block (attention projections of both streams,
+# both MLPs). Rank 64 over these gives 425 M parameters, 0.85 GB in bf16: the size of the
+# published Lightning LoRA files, so an unfused adapter costs what the real one would.
+LORA_TARGETS = (
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_out.0",
+    "attn.to_add_out",
+    "img_mlp.net.0.proj",
+    "img_mlp.net.2",
+    "txt_mlp.net.0.proj",
+    "txt_mlp.net.2",
+)
+LORA_RANK = 64
+
+
+def write_random_lora(transformer: Any, target: Path, rank: int = LORA_RANK, seed: int = 0) -> Path:
+    """A random LoRA for `transformer` in the diffusers format, standing in for Lightning's.
+
+    No LoRA can be downloaded on the GPU machine; random A and B matrices of the real LoRA's
+    size cost the same FLOPs. B is small so the random model's activations stay finite.
+    """
+    from safetensors.torch import save_file
+
+    generator = torch.Generator("cpu").manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for index, block in enumerate(transformer.transformer_blocks):
+        for name in LORA_TARGETS:
+            layer = block.get_submodule(name)
+            prefix = f"transformer.transformer_blocks.{index}.{name}"
+            shape_a, shape_b = (rank, layer.in_features), (layer.out_features, rank)
+            tensors[f"{prefix}.lora_A.weight"] = torch.randn(shape_a, generator=generator) * 0.01
+            tensors[f"{prefix}.lora_B.weight"] = torch.randn(shape_b, generator=generator) * 0.01
+    target.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {key: value.to(torch.bfloat16).contiguous() for key, value in tensors.items()},
+        str(target / "pytorch_lora_weights.safetensors"),
+    )
+    return target

@@ -1,60 +1,72 @@
-"""Qwen-Image-Edit at full size on one GPU: stock diffusers vs our engine, presets, batching.
+"""Qwen-Image-Edit at full size on one GPU: stock diffusers against the engine's presets.
 
 The full architecture (20.4 B transformer, Qwen2.5-VL-7B text encoder, VAE) is built directly on
 the GPU in bf16 with random weights (benchmarks/full_size_model.py), so nothing is downloaded and
 the timings are those of the real model: random weights cost the same FLOPs. One 1024x1024
-reference image per edit. Each part fits a 10-minute command and saves its own JSON:
+reference image per edit. The built pipeline is handed to the engine's own loader code
+(qie_engine.qwen_loader.assemble), exactly as Triton's model.py hands it a loaded one; the
+presets come from qie_engine.presets. Each part saves its own JSON:
 
-  plan     CPU, no GPU needed: builds the full size on the meta device and checks parameter counts,
-           counts the text-encoder tokens of a 1 MP edit, and runs this builder shrunk (same
-           vocabulary, ids, processor) end to end through the engine
-  stock    stock diffusers (bf16, default attention, no compile) at the model card's settings
-           (50 steps, true CFG 4) and at fast-preset settings (8 steps, no CFG)
-  engine   the engine (QwenEditor.edit) as its knobs are added one by one: defaults, each
-           --engine-backends attention backend, FP8 via torchao (when installed; not yet an
-           engine setting), compile of the repeated transformer blocks (COMPILE_BLOCKS)
-  presets  the engine with --attention-backend/--compile/--fp8 at the fast preset (8 steps,
-           no true CFG) and the quality preset (50 steps, true CFG 4)
-  batch    a queue of --queue-depth edits (8): one at a time through the engine, versus one
-           batched pipeline call (prompt list + image list; Plus takes a list as one edit's
-           references, so it batches with num_images_per_prompt)
+  plan     CPU, no GPU: the full size on the meta device (parameter counts), the text-encoder
+           tokens of a 1 MP edit, and this builder shrunk, end to end through the engine
+  stock    stock diffusers (bf16, default attention, no compile): the model card's settings
+           (50 steps, true CFG 4) and 8 steps without CFG
+  presets  the engine: quality, balanced, fast, and quality and balanced with BATCHED_CFG
+  fp8      QUANTIZATION=fp8 (torchao, the engine's config): quality, balanced, fast again
+  batch    a queue of --queue-depth edits: one at a time through the engine against one
+           batched pipeline call (prompt list + image list)
+  suite    stock, presets, fp8 on ONE built model, in that order (fp8 cannot be undone):
+           the one command for a GPU
 
-Figures: s/image (wall, synchronized), s/step (median between step ends, synchronized), the time
-before the first step (text encoder, VAE encode) and after the last (VAE decode), and peak GPU
-memory (torch.cuda.max_memory_allocated). --steps-scale 0.2 runs a fifth of the steps; s/image is
-then also extrapolated to the full count and marked as an estimate.
+Random weights and the step cache: cache-dit skips a step when the transformer's residual
+barely changed since the last one. Random weights change a lot from step to step (relative
+diffs of 0.24-0.52 against the 0.12 that suits the real model), so at the real threshold no step
+would ever be skipped. The benchmark uses the dev model's stand-in threshold (0.6) instead, so
+balanced skips what cache-dit's documented policy allows at most, and reports how many steps it
+skipped; --cache-threshold 0.12 shows the real threshold on random weights (nothing skipped).
+The fast preset's Lightning LoRA is a random LoRA of the published one's size (rank 64 on every
+attention and MLP layer, 0.85 GB), loaded as an adapter the way the engine serves it.
 
-    python -m benchmarks.gpu_benchmark --part plan                 # any machine
-    python -m benchmarks.gpu_benchmark --part stock                # an H100
-    python -m benchmarks.gpu_benchmark --part engine --engine-backends _native_cudnn,flash
-    python -m benchmarks.gpu_benchmark --part presets --compile --attention-backend _native_cudnn
-    python -m benchmarks.gpu_benchmark --part batch --steps-scale 0.5
-    python -m benchmarks.gpu_benchmark --tiny                      # CPU smoke, every part, tiny
+Figures: s/edit (wall, synchronized), s/step (median between step ends), the time before the
+first step (text encoder, VAE encode) and after the last (VAE decode), peak GPU memory
+(torch.cuda.max_memory_allocated), full transformer passes and cached steps. --steps-scale 0.5
+runs half the steps of quality and balanced (fast keeps its 8); s/edit is then also extrapolated
+to the full count and marked as an estimate.
+
+    python -m benchmarks.gpu_benchmark --part plan        # any machine
+    python -m benchmarks.gpu_benchmark --part suite       # an H100 or H200: one go, ~8 minutes
+    python -m benchmarks.gpu_benchmark --tiny             # CPU smoke of every part, tiny model
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import gc
-import json
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 
 from benchmarks import inputs
 from benchmarks.results import environment, save_json, say, table
+from qie_engine.contract import EditOptions, Preset
+from qie_engine.edit_request import EditRequest
+from qie_engine.presets import FAST, PRESETS, QUALITY, PresetSpec
+from qie_engine.qwen_editor import QwenEditor, capped_condition_area
 
 NAME = "gpu_benchmark"
-PARTS = ("plan", "stock", "engine", "presets", "batch")
+PARTS = ("plan", "stock", "presets", "batch", "fp8")  # fp8 last: it cannot be undone
+SUITE = ("stock", "presets", "fp8")
 PROMPTS = [
     "replace the sky with a warm sunset",
     "make it look like a watercolor painting",
@@ -65,18 +77,6 @@ PROMPTS = [
     "make it black and white with film grain",
     "change the season to autumn",
 ]
-
-
-@dataclass(frozen=True)
-class Spec:
-    steps: int
-    true_cfg_scale: float
-
-
-# The engine's presets (qie_engine.qwen_editor.PRESETS), as plain pipeline settings.
-QUALITY = Spec(steps=50, true_cfg_scale=4.0)
-FAST = Spec(steps=8, true_cfg_scale=1.0)
-TINY_CONDITION_PIXELS = 65536  # as the dev model is served: keeps the tiny pipeline cheap on CPU
 
 
 # --------------------------------------------------------------------------- timing
@@ -118,6 +118,7 @@ class Clock:
             "steps_seen": len(self.marks),
         }
         if full_steps and full_steps != steps and per_step is not None:
+            # Assumes the skipped steps cost the median step (with a cache, an estimate only).
             out["estimated_s_per_image_at_full_steps"] = round(
                 total + (full_steps - steps) * per_step, 3
             )
@@ -132,7 +133,7 @@ class Device:
         self.cuda = torch.cuda.is_available() and not tiny
         if not tiny and not self.cuda:
             raise SystemExit("no CUDA device: run --part plan, or --tiny for the CPU smoke run")
-        self.name = "cuda" if self.cuda else "cpu"
+        self.torch_device = torch.device("cuda:0" if self.cuda else "cpu")
         self.dtype = torch.bfloat16 if self.cuda else torch.float32
 
     def sync(self) -> None:
@@ -149,8 +150,13 @@ class Device:
     def allocated_gib(self) -> float | None:
         return round(torch.cuda.memory_allocated() / 2**30, 3) if self.cuda else None
 
+    def free(self) -> None:
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"device": self.name, "dtype": str(self.dtype)}
+        info: dict[str, Any] = {"device": self.torch_device.type, "dtype": str(self.dtype)}
         if self.cuda:
             props = torch.cuda.get_device_properties(0)
             info.update(
@@ -163,21 +169,15 @@ class Device:
 
 
 def versions() -> dict[str, str | None]:
-    import diffusers
-    import transformers
+    import importlib.metadata
 
-    try:
-        import torchao
-
-        torchao_version: str | None = torchao.__version__
-    except ImportError:
-        torchao_version = None
-    return {
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "torchao": torchao_version,
-    }
+    found: dict[str, str | None] = {"torch": torch.__version__}
+    for package in ("diffusers", "transformers", "peft", "cache-dit", "torchao"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 # --------------------------------------------------------------------------- the bench
@@ -192,36 +192,37 @@ class Options:
     repeats: int
     attention_backend: str | None
     compile: bool
-    fp8: str  # auto (engine part: try when torchao is installed), on, off
-    engine_backends: list[str]
-    engine_preset: str
+    cache_threshold: float
     queue_depth: int
     batch_preset: str
-    tiny_compile: bool
 
 
-def scaled(steps: int, scale: float) -> int:
-    return max(2, round(steps * scale))
+def scaled(spec: PresetSpec, scale: float) -> int:
+    """Steps to run for a preset: fast always runs its own count, the 50-step ones scale."""
+    if spec.preset is Preset.FAST:
+        return spec.steps
+    return max(2, round(spec.steps * scale))
+
+
+@contextmanager
+def counting_full_passes(transformer: Any) -> Iterator[list[int]]:
+    """Runs of the last transformer block: one per full pass (a cached step skips it)."""
+    count = [0]
+    hook = transformer.transformer_blocks[-1].register_forward_pre_hook(
+        lambda *_args: count.__setitem__(0, count[0] + 1)
+    )
+    try:
+        yield count
+    finally:
+        hook.remove()
 
 
 class Bench:
-    """One built pipeline and the ways to time it."""
+    """One built pipeline, the engine assembled over it, and the ways to time them."""
 
-    def __init__(
-        self,
-        opts: Options,
-        device: Device,
-        pipe: Any | None = None,
-        condition_pixels: int | None = None,
-    ) -> None:
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        from qie_engine.qwen_editor import LIGHTNING_SCHEDULER
-
+    def __init__(self, opts: Options, device: Device, pipe: Any | None = None) -> None:
         self.opts = opts
         self.device = device
-        # The dev model's cap on the pipelines' ~1 MP internal resize; None is the real path.
-        self.condition_pixels = condition_pixels
         began = time.perf_counter()
         if pipe is not None:
             self.pipe = pipe
@@ -229,7 +230,6 @@ class Bench:
             from qie_engine.tiny_model import build_tiny_pipeline
 
             self.pipe = build_tiny_pipeline(variant=opts.variant)
-            self.condition_pixels = TINY_CONDITION_PIXELS
         else:
             from benchmarks.full_size_model import build_full_pipeline
 
@@ -238,75 +238,110 @@ class Bench:
         self.build_s = round(time.perf_counter() - began, 2)
         self.weights_gib = device.allocated_gib()
         self.pipe.set_progress_bar_config(disable=True)
-        self.default_scheduler = self.pipe.scheduler
-        self.lightning_scheduler = FlowMatchEulerDiscreteScheduler.from_config(
-            {**dict(self.pipe.scheduler.config), **LIGHTNING_SCHEDULER}
-        )
         self.images = [inputs.photo_like(opts.size, opts.size, seed=i) for i in range(8)]
-        # A model_index.json only, so QwenEditor loads "from" it (from_pretrained is swapped).
-        self._model_dir = tempfile.TemporaryDirectory(prefix="bench-gpu-model-")
-        self.model_dir = Path(self._model_dir.name)
-        self._write_model_index()
+        self._scratch = tempfile.TemporaryDirectory(prefix="bench-gpu-")
+        self.lora_dir = self._write_lora()
+        self.editor: QwenEditor | None = None
         kind = "given" if pipe is not None else "tiny" if opts.tiny else "full-size"
         say(NAME, f"{kind} pipeline ready in {self.build_s}s, weights {self.weights_gib} GiB")
 
-    def _write_model_index(self) -> None:
-        from qie_engine.tiny_model import RANDOM_WEIGHTS_KEY
+    def _write_lora(self) -> Path:
+        from benchmarks.full_size_model import LORA_RANK, write_random_lora
 
-        index = {"_class_name": type(self.pipe).__name__, RANDOM_WEIGHTS_KEY: True}
-        (self.model_dir / "model_index.json").write_text(json.dumps(index))
+        rank = 4 if self.opts.tiny else LORA_RANK
+        return write_random_lora(self.pipe.transformer, Path(self._scratch.name) / "lora", rank)
 
-    def condition_cap(self) -> contextlib.AbstractContextManager[None]:
-        from qie_engine.qwen_editor import capped_condition_area
+    @property
+    def condition_pixels(self) -> int | None:
+        from qie_engine.tiny_model import STAND_INS
 
-        return capped_condition_area(self.condition_pixels)
+        # The tiny model is measured as it is served; the full size keeps diffusers' ~1 MP.
+        return STAND_INS.condition_pixels if self.opts.tiny else None
 
-    # ----- the engine's own path: QwenEditor with the knobs config.pbtxt exposes
+    def folder(self) -> Any:
+        """The facts a model folder would give, for a pipeline built in memory."""
+        from qie_engine.model_folder import DevStandIns, ModelFolder
 
-    def editor(self, attention_backend: str | None, compile_blocks: bool) -> Any:
-        """A QwenEditor over the pipeline already built (from_pretrained is swapped for it)."""
-        from diffusers import DiffusionPipeline
+        stand_ins = DevStandIns(
+            condition_pixels=self.condition_pixels, cache_threshold=self.opts.cache_threshold
+        )
+        zero_cond_t = bool(self.pipe.transformer.config.get("zero_cond_t", False))
+        return ModelFolder(
+            path=Path("(built in memory)"),
+            pipeline=type(self.pipe).__name__,
+            random_weights=True,
+            zero_cond_t=zero_cond_t,
+            stand_ins=stand_ins,
+        )
 
-        from qie_engine.qwen_editor import QwenEditor
+    def settings(self, presets: tuple[Preset, ...], quantization: str = "none") -> Any:
         from qie_engine.qwen_settings import QwenSettings
 
-        settings = QwenSettings(
-            model_id=str(self.model_dir),
-            device=self.device.name,
-            attention_backend=attention_backend,
-            compile_blocks=compile_blocks,
-            dev_condition_pixels=self.condition_pixels,
+        return QwenSettings(
+            model_id="(random full-size weights)" if not self.opts.tiny else "(tiny)",
+            device=self.device.torch_device.type,
+            lora_path=str(self.lora_dir),
+            quantization=quantization,  # type: ignore[arg-type]
+            attention_backend=self.opts.attention_backend,
+            compile_blocks=self.opts.compile,
+            presets=presets,
             warmup=False,
         )
-        # None must mean diffusers' default even after an earlier variant set a backend:
-        # reset_attention_backend() (diffusers 0.42) leaves the registry's active backend as it
-        # was, so the default is set explicitly.
-        from diffusers.utils.constants import DIFFUSERS_ATTN_BACKEND
 
-        self.pipe.transformer.set_attention_backend(DIFFUSERS_ATTN_BACKEND)
-        # QwenEditor keeps the scheduler it finds as the quality preset's: give it the model's.
-        self.pipe.scheduler = self.default_scheduler
-        with mock.patch.object(DiffusionPipeline, "from_pretrained", return_value=self.pipe):
-            return QwenEditor("qwen_image_edit", settings)
+    def assemble(
+        self, presets: tuple[Preset, ...] = tuple(PRESETS), quantization: str = "none"
+    ) -> QwenEditor:
+        """The engine's own loader code over the built pipeline: LoRA, placement, cache."""
+        from qie_engine.qwen_loader import assemble
 
-    def engine_edit(self, editor: Any, preset: str, steps: int, index: int = 0) -> dict[str, Any]:
-        from qie_engine.contract import EditOptions, Preset
-        from qie_engine.edit_request import EditRequest
+        settings = self.settings(presets, quantization)
+        self.editor = assemble(
+            "qwen_image_edit", self.pipe, self.folder(), settings, self.device.torch_device
+        )
+        return self.editor
 
+    def release_extras(self) -> None:
+        """Undo assemble's LoRA and cache, so a quantization can be applied before them again."""
+        import cache_dit
+
+        if self.editor is None:
+            return
+        if self.editor.lightning is not None and not self.editor.lightning.fused:
+            self.pipe.unload_lora_weights()
+        if self.editor.step_cache is not None:
+            cache_dit.disable_cache(self.pipe.transformer)
+        self.editor = None
+
+    # ----- the engine's path: QwenEditor.edit
+
+    def engine_edit(
+        self, editor: QwenEditor, preset: Preset, steps: int, index: int = 0
+    ) -> dict[str, Any]:
         request = EditRequest(
             images=[self.images[index % len(self.images)]],
             image_infos=[],
             prompt=PROMPTS[index % len(PROMPTS)],
             negative_prompt=None,
-            options=EditOptions(preset=Preset(preset), steps=steps, seed=index),
+            options=EditOptions(preset=preset, steps=steps, seed=index),
         )
         clock = Clock(self.device.sync)
         self.device.reset_peak()
-        clock.start()
-        editor.edit(request, lambda _event: clock.step(), lambda: False)
-        clock.stop()
-        full = (QUALITY if preset == "quality" else FAST).steps
-        return {**clock.figures(steps, full), "peak_gib": self.device.peak_gib()}
+        with counting_full_passes(self.pipe.transformer) as passes:
+            cpu_began = time.process_time()
+            clock.start()
+            outcome = editor.edit(request, lambda _event: clock.step(), lambda: False)
+            clock.stop()
+            cpu_s = time.process_time() - cpu_began
+        full = editor.preset_steps(PRESETS[preset])
+        return {
+            **clock.figures(steps, full),
+            # This process's CPU time: on a shared CPU it moves far less than the wall time.
+            "cpu_s": round(cpu_s, 3),
+            "peak_gib": self.device.peak_gib(),
+            "full_transformer_passes": passes[0],
+            "cached_steps": outcome.meta.cached_steps,
+            "batched_cfg": editor.settings.batched_cfg,
+        }
 
     # ----- stock diffusers: the pipeline called as its model card shows
 
@@ -323,21 +358,12 @@ class Bench:
             "generator": torch.Generator("cpu").manual_seed(0),
             "callback_on_step_end": on_step,
         }
-        if batch == 1:
-            kwargs.update(image=self.images[0], prompt=PROMPTS[0])
-        elif self.opts.variant == "plus":  # a list of images is one edit's references in Plus
-            kwargs.update(image=self.images[0], prompt=PROMPTS[0], num_images_per_prompt=batch)
-        else:
-            kwargs.update(
-                image=[self.images[i % len(self.images)] for i in range(batch)],
-                prompt=[PROMPTS[i % len(PROMPTS)] for i in range(batch)],
-            )
+        kwargs.update(self._batch_inputs(batch))
         if cfg > 1.0:
-            negatives = [" "] * batch if isinstance(kwargs["prompt"], list) else " "
-            kwargs["negative_prompt"] = negatives
+            kwargs["negative_prompt"] = [" "] * batch if batch > 1 else " "
         self.device.reset_peak()
         clock.start()
-        with self.condition_cap(), torch.inference_mode():
+        with capped_condition_area(self.condition_pixels), torch.inference_mode():
             result = self.pipe(**kwargs)
         clock.stop()
         return {
@@ -346,26 +372,46 @@ class Bench:
             "peak_gib": self.device.peak_gib(),
         }
 
+    def _batch_inputs(self, batch: int) -> dict[str, Any]:
+        if batch == 1:
+            return {"image": self.images[0], "prompt": PROMPTS[0]}
+        if self.opts.variant == "plus":  # a list of images is one edit's references in Plus
+            return {"image": self.images[0], "prompt": PROMPTS[0], "num_images_per_prompt": batch}
+        return {
+            "image": [self.images[i % len(self.images)] for i in range(batch)],
+            "prompt": [PROMPTS[i % len(PROMPTS)] for i in range(batch)],
+        }
+
     def repeat(self, fn: Callable[[], dict[str, Any]], times: int) -> dict[str, Any]:
         runs = [fn() for _ in range(times)]
         best = min(runs, key=lambda r: r["s_per_image"])
         return {**best, "runs": runs, "repeats": times}
 
 
+def guarded(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One measurement; an error (a kernel this GPU lacks, out of memory) is a row saying so."""
+    say(NAME, label)
+    try:
+        return fn()
+    except Exception as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return {"error": f"{type(exc).__name__}: {str(exc)[:400]}"}
+
+
 # --------------------------------------------------------------------------- the parts
 
 
 def part_stock(bench: Bench) -> dict[str, Any]:
+    """Stock diffusers before the engine touched the pipeline: run this part first."""
     o = bench.opts
-    bench.pipe.scheduler = bench.default_scheduler
     say(NAME, "stock: warm-up")
     bench.stock_call(2, QUALITY.true_cfg_scale)
-    out: dict[str, Any] = {}
-    for label, spec in (("quality", QUALITY), ("fast", FAST)):
-        steps = scaled(spec.steps, o.steps_scale)
-        say(NAME, f"stock {label}: {steps} steps, true CFG {spec.true_cfg_scale}")
+    rows: dict[str, Any] = {}
+    for label, spec in (("quality settings", QUALITY), ("8 steps, no CFG", FAST)):
+        steps = scaled(spec, o.steps_scale)
 
-        def run(steps: int = steps, spec: Spec = spec) -> dict[str, Any]:
+        def run(steps: int = steps, spec: PresetSpec = spec) -> dict[str, Any]:
             figures = bench.stock_call(steps, spec.true_cfg_scale)
             if steps != spec.steps and figures["s_per_step"] is not None:
                 figures["estimated_s_per_image_at_full_steps"] = round(
@@ -373,209 +419,155 @@ def part_stock(bench: Bench) -> dict[str, Any]:
                 )
             return figures
 
-        out[label] = {"settings": vars(spec), **bench.repeat(run, o.repeats)}
-    out["note"] = (
-        "diffusers defaults: SDPA attention backend, no compile, the model's scheduler; "
-        "the fast row is the stock pipeline at 8 steps without CFG (no Lightning scheduler)"
-    )
-    return out
+        rows[label] = guarded(
+            f"stock {label}: {steps} steps", functools.partial(bench.repeat, run, o.repeats)
+        )
+    return {
+        "rows": rows,
+        "note": "diffusers defaults: SDPA attention, no compile, the model's scheduler; the "
+        "8-step row has no Lightning LoRA or scheduler (stock diffusers has neither)",
+    }
 
 
-def apply_fp8(bench: Bench) -> dict[str, Any]:
-    """FP8 (dynamic activations, per-row weights) on the transformer's Linear layers via torchao."""
-    if not bench.device.cuda:
-        return {"applied": False, "reason": "needs a CUDA GPU"}
+def timed_preset(bench: Bench, editor: QwenEditor, preset: Preset) -> Callable[[], dict]:
+    steps = scaled(PRESETS[preset], bench.opts.steps_scale)
+
+    def run() -> dict[str, Any]:
+        return bench.engine_edit(editor, preset, steps)
+
+    return functools.partial(bench.repeat, run, bench.opts.repeats)
+
+
+def measure_presets(bench: Bench, editor: QwenEditor, label: str) -> dict[str, Any]:
+    """Each served preset once warmed up, then quality and balanced with BATCHED_CFG."""
+    for preset in editor.settings.presets:
+        warm_up = functools.partial(bench.engine_edit, editor, preset, 2)
+        guarded(f"{label}: warm-up {preset.value}", warm_up)
+    rows: dict[str, Any] = {}
+    for preset in editor.settings.presets:
+        run = timed_preset(bench, editor, preset)
+        rows[preset.value] = guarded(f"{label} {preset.value}", run)
+    plain = editor.settings
+    editor.settings = dataclasses.replace(plain, batched_cfg=True)
+    try:
+        for preset in (p for p in (Preset.QUALITY, Preset.BALANCED) if p in plain.presets):
+            run = timed_preset(bench, editor, preset)
+            rows[f"{preset.value}, batched CFG"] = guarded(f"{label} {preset.value} batched", run)
+    finally:
+        editor.settings = plain
+    return rows
+
+
+def part_presets(bench: Bench) -> dict[str, Any]:
+    editor = bench.editor or bench.assemble()
+    return {
+        "attention_backend": bench.opts.attention_backend,
+        "compile": bench.opts.compile,
+        "cache_threshold": bench.opts.cache_threshold,
+        "rows": measure_presets(bench, editor, "presets"),
+    }
+
+
+def fp8_refusal(device: Device) -> str | None:
+    if not device.cuda:
+        return "needs a CUDA GPU"
     capability = torch.cuda.get_device_capability(0)
     if capability < (8, 9):
-        return {"applied": False, "reason": f"needs compute capability 8.9+, got {capability}"}
-    try:
-        from torchao.quantization import (  # type: ignore[import-not-found, unused-ignore]
-            Float8DynamicActivationFloat8WeightConfig,
-            PerRow,
-            quantize_,
-        )
-    except ImportError as exc:
-        return {"applied": False, "reason": f"torchao not installed ({exc})"}
+        return f"needs compute capability 8.9+, got {capability}"
+    return None
+
+
+def part_fp8(bench: Bench) -> dict[str, Any]:
+    """QUANTIZATION=fp8 as the engine applies it: quantize first, then the LoRA and the cache."""
+    from qie_engine.quantization import quantize_built
+
+    refusal = fp8_refusal(bench.device)
+    if refusal is not None:
+        return {"applied": False, "reason": refusal}
+    bench.release_extras()
     before = bench.device.allocated_gib()
-    try:
-        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
-        quantize_(bench.pipe.transformer, config)
-    except Exception as exc:  # an API or kernel this torchao/GPU pair lacks: say so, go on
-        return {"applied": False, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"}
-    torch.cuda.empty_cache()
-    return {
+    quantize_built(bench.pipe, "fp8")
+    bench.device.free()
+    out: dict[str, Any] = {
         "applied": True,
         "allocated_gib_before": before,
         "allocated_gib_after": bench.device.allocated_gib(),
     }
-
-
-def part_engine(bench: Bench) -> dict[str, Any]:
-    o = bench.opts
-    preset = o.engine_preset
-    steps = scaled((QUALITY if preset == "quality" else FAST).steps, o.steps_scale)
-    rows: list[dict[str, Any]] = []
-
-    def measure(
-        label: str, backend: str | None, compile_blocks: bool, warmups: int
-    ) -> dict[str, Any]:
-        say(NAME, f"engine: {label}")
-        row: dict[str, Any] = {
-            "variant": label,
-            "attention_backend": backend,
-            "compile": compile_blocks,
-        }
-        try:
-            editor = bench.editor(backend, compile_blocks)
-            began = time.perf_counter()
-            for _ in range(warmups):
-                bench.engine_edit(editor, preset, 2)
-            row["warmup_s"] = round(time.perf_counter() - began, 2)
-            row.update(bench.repeat(lambda: bench.engine_edit(editor, preset, steps), o.repeats))
-        except Exception as exc:  # a backend this GPU or build lacks: a row that says so
-            row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-            if bench.device.cuda:
-                torch.cuda.empty_cache()
-        rows.append(row)
-        return row
-
-    tried: list[tuple[str | None, dict[str, Any]]] = [
-        (None, measure("engine defaults", None, False, 1))
-    ]
-    tried += [(b, measure(f"attention={b}", b, False, 1)) for b in o.engine_backends]
-    working = [(b, r) for b, r in tried if "error" not in r and r.get("s_per_step")]
-    best_backend = min(working, key=lambda item: item[1]["s_per_step"])[0] if working else None
-    fp8 = {"applied": False, "reason": "--fp8 off"}
-    if o.fp8 != "off":
-        fp8 = apply_fp8(bench)
-        if fp8["applied"]:
-            measure(f"fp8 + attention={best_backend}", best_backend, False, 1)
-    if bench.device.cuda or o.tiny_compile:
-        label = f"compile{' + fp8' if fp8['applied'] else ''} + attention={best_backend}"
-        measure(label, best_backend, True, 2)
-    else:
-        rows.append(
-            {
-                "variant": "compile",
-                "skipped": "tiny CPU run (inductor on CPU would dominate); --tiny-compile runs it",
-            }
-        )
-    return {
-        "preset": preset,
-        "steps": steps,
-        "fp8": fp8,
-        "best_attention_backend": best_backend,
-        "variants": rows,
-    }
-
-
-def part_presets(bench: Bench) -> dict[str, Any]:
-    o = bench.opts
-    fp8 = (
-        apply_fp8(bench) if o.fp8 == "on" else {"applied": False, "reason": "not asked (--fp8 on)"}
-    )
-    editor = bench.editor(o.attention_backend, o.compile)
-    say(NAME, "presets: warm-up")
-    began = time.perf_counter()
-    for preset in ("fast", "quality"):
-        bench.engine_edit(editor, preset, 2)
-    warmup = round(time.perf_counter() - began, 2)
-    out: dict[str, Any] = {
-        "attention_backend": o.attention_backend,
-        "compile": o.compile,
-        "fp8": fp8,
-        "warmup_s": warmup,
-    }
-    for preset, spec in (("fast", FAST), ("quality", QUALITY)):
-        steps = scaled(spec.steps, o.steps_scale)
-        say(NAME, f"presets {preset}: {steps} steps")
-
-        def run(preset: str = preset, steps: int = steps) -> dict[str, Any]:
-            return bench.engine_edit(editor, preset, steps)
-
-        out[preset] = {"settings": vars(spec), **bench.repeat(run, o.repeats)}
+    try:
+        editor = bench.assemble(quantization="fp8")
+    except Exception as exc:  # e.g. the LoRA adapter over FP8 weights: say so, measure the rest
+        out["fast_unavailable"] = f"{type(exc).__name__}: {str(exc)[:400]}"
+        with contextlib.suppress(Exception):  # whatever part of the adapter did load
+            bench.pipe.unload_lora_weights()
+        editor = bench.assemble((Preset.QUALITY, Preset.BALANCED), quantization="fp8")
+    out["rows"] = measure_presets(bench, editor, "fp8")
     return out
 
 
 def part_batch(bench: Bench) -> dict[str, Any]:
+    """A queue of edits one at a time through the engine, against one batched pipeline call."""
     o = bench.opts
-    preset = o.batch_preset
-    spec = QUALITY if preset == "quality" else FAST
-    steps = scaled(spec.steps, o.steps_scale)
-    depth = o.queue_depth
-    fp8 = (
-        apply_fp8(bench) if o.fp8 == "on" else {"applied": False, "reason": "not asked (--fp8 on)"}
-    )
-    editor = bench.editor(o.attention_backend, o.compile)
-    say(NAME, f"batch: one at a time, {depth} edits of {steps} steps")
+    preset = Preset(o.batch_preset)
+    spec = PRESETS[preset]
+    steps = scaled(spec, o.steps_scale)
+    editor = bench.editor or bench.assemble()
     bench.engine_edit(editor, preset, 2)
     began = time.perf_counter()
-    completions, singles = [], []
-    for index in range(depth):
-        singles.append(bench.engine_edit(editor, preset, steps, index))
-        completions.append(time.perf_counter() - began)
-    sequential_s = completions[-1]
+    singles = [bench.engine_edit(editor, preset, steps, i) for i in range(o.queue_depth)]
+    sequential_s = time.perf_counter() - began
+    # The batched call runs the pipeline directly, with the preset's scheduler and adapter.
+    bench.pipe.scheduler = editor.schedulers[spec.scheduler]
+    bench.pipe.vae.enable_slicing()  # decode one image at a time: 8 at 1 MP at once is GBs
+    lora = editor.lightning.active(spec.lightning_lora) if editor.lightning else nullcontext()
+    try:
+        with lora:
+            batched = batched_call(bench, spec, steps)
+    finally:
+        bench.pipe.vae.disable_slicing()
     sequential = {
         "total_s": round(sequential_s, 3),
-        "images_per_s": round(depth / sequential_s, 4),
-        "mean_completion_s": round(sum(completions) / depth, 3),
+        "images_per_s": round(o.queue_depth / sequential_s, 4),
         "s_per_image_median": statistics.median(r["s_per_image"] for r in singles),
-        "peak_gib": max((r["peak_gib"] or 0.0) for r in singles) if bench.device.cuda else None,
     }
-    # The batched call runs the pipeline directly, with the scheduler the preset uses.
-    bench.pipe.scheduler = (
-        bench.lightning_scheduler if preset == "fast" else bench.default_scheduler
-    )
-    bench.pipe.vae.enable_slicing()  # decode one image at a time: 8 at 1024x1024 at once is GBs
-    batched: dict[str, Any] = {}
-    size = depth
-    while size >= 1:
-        say(NAME, f"batch: one call of {size}")
-        try:
-            bench.stock_call(2, spec.true_cfg_scale, batch=size)
-            figures = bench.stock_call(steps, spec.true_cfg_scale, batch=size)
-            batched = {
-                "batch": size,
-                "total_s": figures["s_per_image"],
-                "images_per_s": round(size / figures["s_per_image"], 4),
-                "mean_completion_s": figures["s_per_image"],
-                "s_per_step": figures["s_per_step"],
-                "peak_gib": figures["peak_gib"],
-                "how": "num_images_per_prompt"
-                if o.variant == "plus"
-                else "prompt list + image list",
-            }
-            break
-        except torch.cuda.OutOfMemoryError as exc:
-            batched.setdefault("out_of_memory", []).append({"batch": size, "error": str(exc)[:200]})
-            torch.cuda.empty_cache()
-            size //= 2
-    bench.pipe.vae.disable_slicing()
     speedup = None
-    if batched.get("images_per_s") and batched.get("batch") == depth:
+    if batched.get("images_per_s") and batched.get("batch") == o.queue_depth:
         speedup = round(batched["images_per_s"] / sequential["images_per_s"], 3)
     return {
-        "preset": preset,
+        "preset": preset.value,
         "steps": steps,
-        "queue_depth": depth,
-        "attention_backend": o.attention_backend,
-        "compile": o.compile,
-        "fp8": fp8,
+        "queue_depth": o.queue_depth,
         "one_at_a_time": sequential,
         "batched": batched,
         "throughput_speedup": speedup,
-        "note": "one at a time = the engine as Triton runs it today (one request per execute); "
-        "batched = one pipeline call, all images finish together (vae slicing on)",
     }
+
+
+def batched_call(bench: Bench, spec: PresetSpec, steps: int) -> dict[str, Any]:
+    """The largest batch that fits, halving on out-of-memory."""
+    size = bench.opts.queue_depth
+    failures: list[dict[str, Any]] = []
+    while size >= 1:
+        try:
+            bench.stock_call(2, spec.true_cfg_scale, batch=size)
+            figures = bench.stock_call(steps, spec.true_cfg_scale, batch=size)
+        except torch.cuda.OutOfMemoryError as exc:
+            failures.append({"batch": size, "error": str(exc)[:200]})
+            torch.cuda.empty_cache()
+            size //= 2
+            continue
+        return {
+            "batch": size,
+            "total_s": figures["s_per_image"],
+            "images_per_s": round(size / figures["s_per_image"], 4),
+            "peak_gib": figures["peak_gib"],
+            "out_of_memory": failures,
+        }
+    return {"batch": 0, "out_of_memory": failures}
 
 
 def part_plan(opts: Options) -> dict[str, Any]:
     """No GPU: full-size parameter counts on the meta device, token counts, the builder shrunk."""
-    from benchmarks.full_size_model import (
-        EXPECTED_PARAMS_B,
-        build_full_pipeline,
-        parameter_counts,
-    )
+    from benchmarks.full_size_model import EXPECTED_PARAMS_B, build_full_pipeline, parameter_counts
 
     say(NAME, "plan: full size on the meta device")
     meta = build_full_pipeline(opts.variant, device="meta")
@@ -589,24 +581,12 @@ def part_plan(opts: Options) -> dict[str, Any]:
         for name, expected in EXPECTED_PARAMS_B.items()
     }
     weights_gib = round(sum(counts.values()) * 2 / 2**30, 2)
-    # How long the text encoder's sequence is for one 1 MP edit, with this tokenizer: the
-    # pipelines' own templates and condition sizes (Edit: the 1 MP image; Plus: 384x384).
-    if opts.variant == "plus":
-        image = inputs.photo_like(384, 384)
-        text = meta.prompt_template_encode.format(
-            "Picture 1: <|vision_start|><|image_pad|><|vision_end|>" + PROMPTS[0]
-        )
-    else:
-        image = inputs.photo_like(1024, 1024)
-        text = meta.prompt_template_encode.format(PROMPTS[0])
-    model_inputs = meta.processor(text=[text], images=[image], return_tensors="pt")
-    ids = model_inputs["input_ids"][0]
-    image_tokens = int((ids == meta.text_encoder.config.image_token_id).sum())
     say(NAME, "plan: the same builder, shrunk, through the engine on the CPU")
     shrunk = build_full_pipeline(opts.variant, device="cpu", dtype=torch.float32, shrink=True)
-    small = Options(**{**vars(opts), "size": 256})
-    bench = Bench(small, Device(tiny=True), pipe=shrunk, condition_pixels=TINY_CONDITION_PIXELS)
-    run = bench.engine_edit(bench.editor(None, False), "quality", 2)
+    small = Options(**{**vars(opts), "size": 256, "tiny": True})
+    bench = Bench(small, Device(tiny=True), pipe=shrunk)
+    editor = bench.assemble()
+    run = {p.value: bench.engine_edit(editor, p, 2) for p in PRESETS}
     return {
         "parameters": checks,
         "all_ok": all(c["ok"] for c in checks.values()),
@@ -615,18 +595,52 @@ def part_plan(opts: Options) -> dict[str, Any]:
             "H100 80GB (79.6 GiB usable)": weights_gib < 79.6,
             "H200 141GB": weights_gib < 139.0,
         },
-        "text_encoder_sequence_1mp": {
-            "tokens": int(ids.shape[0]),
-            "image_tokens": image_tokens,
-            "text_tokens": int(ids.shape[0]) - image_tokens,
-            "note": "byte-level tokenizer: text tokens are 3-4x Qwen's BPE count",
-        },
+        "text_encoder_sequence_1mp": text_tokens(meta, opts.variant),
         "transformer_image_tokens_1mp": 2 * (1024 // 16) ** 2,
         "shrunk_engine_run": run,
     }
 
 
+def text_tokens(meta: Any, variant: str) -> dict[str, Any]:
+    """How long the text encoder's sequence is for one 1 MP edit, with this tokenizer."""
+    if variant == "plus":  # Plus conditions its text encoder on 384x384 images
+        image = inputs.photo_like(384, 384)
+        text = meta.prompt_template_encode.format(
+            "Picture 1: <|vision_start|><|image_pad|><|vision_end|>" + PROMPTS[0]
+        )
+    else:
+        image = inputs.photo_like(1024, 1024)
+        text = meta.prompt_template_encode.format(PROMPTS[0])
+    ids = meta.processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0]
+    image_tokens = int((ids == meta.text_encoder.config.image_token_id).sum())
+    return {
+        "tokens": int(ids.shape[0]),
+        "image_tokens": image_tokens,
+        "text_tokens": int(ids.shape[0]) - image_tokens,
+        "note": "byte-level tokenizer: text tokens are 3-4x Qwen's BPE count",
+    }
+
+
 # --------------------------------------------------------------------------- main
+
+
+def figure_rows(rows: dict[str, Any]) -> list[list[Any]]:
+    out = []
+    for label, r in rows.items():
+        out.append(
+            [
+                label,
+                r.get("steps"),
+                r.get("s_per_image"),
+                r.get("estimated_s_per_image_at_full_steps"),
+                r.get("s_per_step"),
+                r.get("peak_gib"),
+                r.get("full_transformer_passes"),
+                r.get("cached_steps"),
+                (r.get("error") or "")[:60],
+            ]
+        )
+    return out
 
 
 def print_part(part: str, result: dict[str, Any]) -> None:
@@ -635,85 +649,43 @@ def print_part(part: str, result: dict[str, Any]) -> None:
         for name, check in result["parameters"].items():
             verdict = "ok" if check["ok"] else "MISMATCH"
             print(f"  {name:13} {check['params_b']:>8} B params ({check['expected_b']}): {verdict}")
-        sequence = result["text_encoder_sequence_1mp"]
-        print(f"  bf16 weights {result['weights_bf16_gib']} GiB; 1 MP edit tokens: {sequence}")
+        print(f"  bf16 weights {result['weights_bf16_gib']} GiB")
         return
-    rows: list[list[Any]] = []
-    if part in ("stock", "presets"):
-        for label in ("fast", "quality"):
-            r = result[label]
-            rows.append(
-                [
-                    label,
-                    r["steps"],
-                    r["s_per_image"],
-                    r.get("estimated_s_per_image_at_full_steps"),
-                    r["s_per_step"],
-                    r["s_before_first_step"],
-                    r["s_after_last_step"],
-                    r["peak_gib"],
-                ]
-            )
-        print(
-            table(
-                [
-                    "setting",
-                    "steps",
-                    "s/image",
-                    "est. full",
-                    "s/step",
-                    "before",
-                    "after",
-                    "peak GiB",
-                ],
-                rows,
-            )
-        )
-    elif part == "engine":
-        for r in result["variants"]:
-            rows.append(
-                [
-                    r["variant"],
-                    r.get("s_per_image"),
-                    r.get("s_per_step"),
-                    r.get("peak_gib"),
-                    r.get("warmup_s"),
-                    (r.get("error") or r.get("skipped") or "")[:70],
-                ]
-            )
-        print(table(["variant", "s/image", "s/step", "peak GiB", "warm-up s", "note"], rows))
-    elif part == "batch":
-        seq, bat = result["one_at_a_time"], result["batched"]
-        rows.append(
-            [
-                "one at a time",
-                result["queue_depth"],
-                seq["total_s"],
-                seq["images_per_s"],
-                seq["mean_completion_s"],
-                seq["peak_gib"],
-            ]
-        )
-        rows.append(
-            [
-                f"batched ({bat.get('how', '-')})",
-                bat.get("batch"),
-                bat.get("total_s"),
-                bat.get("images_per_s"),
-                bat.get("mean_completion_s"),
-                bat.get("peak_gib"),
-            ]
-        )
-        print(table(["mode", "images", "total s", "images/s", "mean done s", "peak GiB"], rows))
-        print(f"  throughput speedup: {result['throughput_speedup']}")
+    if part == "batch":
+        print(f"  one at a time: {result['one_at_a_time']}")
+        print(f"  batched: {result['batched']}; speedup {result['throughput_speedup']}")
+        return
+    if "rows" not in result:
+        print(f"  {result}")
+        return
+    headers = [
+        "setting",
+        "steps",
+        "s/edit",
+        "est. full",
+        "s/step",
+        "peak GiB",
+        "passes",
+        "cached",
+        "error",
+    ]
+    print(table(headers, figure_rows(result["rows"])))
 
 
-def main(argv: list[str] | None = None) -> int:
+PART_RUNNERS: dict[str, Callable[[Bench], dict[str, Any]]] = {
+    "stock": part_stock,
+    "presets": part_presets,
+    "fp8": part_fp8,
+    "batch": part_batch,
+}
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "--part", choices=(*PARTS, "all"), help="default: all with --tiny, else required"
+        "--part", choices=(*PARTS, "suite", "all"), help="default: all with --tiny, else required"
     )
     parser.add_argument("--tiny", action="store_true", help="CPU smoke: the tiny dev pipeline")
     parser.add_argument("--variant", choices=("edit", "plus"), default="edit")
@@ -721,35 +693,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steps-scale",
         type=float,
-        help="run this fraction of the steps (default 1; 0.1 with --tiny)",
+        help="run this share of the 50-step presets' steps (1; 0.1 tiny)",
     )
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument(
-        "--attention-backend", help="presets/batch: ATTENTION_BACKEND (default: diffusers')"
-    )
-    parser.add_argument("--compile", action="store_true", help="presets/batch: COMPILE_BLOCKS=true")
-    parser.add_argument(
-        "--fp8",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="FP8 transformer via torchao: engine part tries it when installed (auto); "
-        "presets/batch only with on",
-    )
-    parser.add_argument(
-        "--engine-backends", default="_native_cudnn,flash", help="engine part: backends to try"
-    )
-    parser.add_argument("--engine-preset", choices=("fast", "quality"), default="fast")
+    parser.add_argument("--attention-backend", help="ATTENTION_BACKEND (default: diffusers')")
+    parser.add_argument("--compile", action="store_true", help="COMPILE_BLOCKS=true")
+    parser.add_argument("--cache-threshold", type=float, help="balanced's residual threshold")
     parser.add_argument("--queue-depth", type=int, default=8)
-    parser.add_argument("--batch-preset", choices=("fast", "quality"), default="fast")
-    parser.add_argument(
-        "--tiny-compile", action="store_true", help="with --tiny: also time compile"
-    )
+    parser.add_argument("--batch-preset", choices=[p.value for p in PRESETS], default="fast")
     parser.add_argument("--out-dir", type=Path, help="where the JSON goes (default .bench/)")
     args = parser.parse_args(argv)
     if args.part is None and not args.tiny:
-        parser.error("--part is required (each part fits one 10-minute command); or use --tiny")
-    parts = list(PARTS) if args.part in (None, "all") else [args.part]
-    opts = Options(
+        parser.error("--part is required: --part suite on a GPU, --part plan anywhere; or --tiny")
+    if args.part in (None, "all"):
+        parts = list(PARTS)
+    elif args.part == "suite":
+        parts = list(SUITE)
+    else:
+        parts = [args.part]
+    return args, parts
+
+
+def options(args: argparse.Namespace) -> Options:
+    from qie_engine.tiny_model import STAND_INS
+
+    default_threshold = STAND_INS.cache_threshold
+    assert default_threshold is not None
+    return Options(
         tiny=args.tiny,
         variant=args.variant,
         size=args.size or (256 if args.tiny else 1024),
@@ -759,29 +729,27 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         attention_backend=args.attention_backend,
         compile=args.compile,
-        fp8=args.fp8,
-        engine_backends=[
-            b
-            for b in (
-                args.engine_backends.split(",") if not args.tiny else ["native", "_native_cudnn"]
-            )
-            if b
-        ],
-        engine_preset=args.engine_preset,
+        cache_threshold=args.cache_threshold
+        if args.cache_threshold is not None
+        else default_threshold,
         queue_depth=args.queue_depth,
         batch_preset=args.batch_preset,
-        tiny_compile=args.tiny_compile,
     )
-    if args.tiny and args.engine_backends != parser.get_default("engine_backends"):
-        opts.engine_backends = [b for b in args.engine_backends.split(",") if b]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, parts = parse_args(argv)
+    opts = options(args)
     base = {
         "benchmark": NAME,
         "tiny": opts.tiny,
         "environment": environment(),
         "versions": versions(),
-        "options": {k: v for k, v in vars(opts).items()},
+        "options": vars(opts),
     }
     exit_code = 0
+    bench: Bench | None = None
+    device: Device | None = None
     for part in parts:
         started = time.perf_counter()
         if part == "plan":
@@ -789,25 +757,16 @@ def main(argv: list[str] | None = None) -> int:
             device_info: dict[str, Any] = {"device": "meta + cpu"}
             exit_code |= 0 if result["all_ok"] else 1
         else:
-            device = Device(opts.tiny)
-            # A fresh model per part: FP8 and compile cannot be undone, and parts compare
-            # settings from the same starting point.
-            bench = Bench(opts, device)
+            device = device or Device(opts.tiny)
+            # One model for the whole run: stock first (untouched diffusers), fp8 last (it
+            # cannot be undone). A lone part gets a model of its own.
+            bench = bench or Bench(opts, device)
             device_info = {
                 **device.describe(),
                 "build_s": bench.build_s,
                 "weights_gib": bench.weights_gib,
             }
-            result = {
-                "stock": part_stock,
-                "engine": part_engine,
-                "presets": part_presets,
-                "batch": part_batch,
-            }[part](bench)
-            del bench
-            gc.collect()
-            if device.cuda:
-                torch.cuda.empty_cache()
+            result = PART_RUNNERS[part](bench)
         print_part(part, result)
         save_json(
             f"{NAME}-{part}{'-tiny' if opts.tiny else ''}",

@@ -29,10 +29,11 @@ from typing import Any
 
 import httpx
 
-from benchmarks import inputs
+from benchmarks import BENCH_GATEWAY_ENV, BENCH_KEY, inputs
 from benchmarks.results import environment, save_json, say, summarize, table
-from benchmarks.stack import BENCH_KEY, MODELS, gateway, stop_on_sigterm, triton
 from qie_client.client import QieClient, QieError
+from scripts.stack import DEFAULT_MODELS as MODELS
+from scripts.stack import TritonEndpoints, gateway, stop_on_sigterm, triton
 
 NAME = "load_test"
 TARGETS = {"clients": 10, "success_rate": 0.95, "max_latency_s": 30.0, "mean_latency_s": 15.0}
@@ -308,9 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.url:
             url, key = args.url.rstrip("/"), args.api_key
         else:
-            endpoints = stack.enter_context(triton(models, external_grpc=args.triton_url))
+            external = TritonEndpoints.given(args.triton_url)
+            endpoints = stack.enter_context(triton(models, external=external))
             say(NAME, f"Triton ready at {endpoints.grpc_url}")
-            url, key = stack.enter_context(gateway(endpoints.grpc_url, models)).url, BENCH_KEY
+            url, key = (
+                stack.enter_context(gateway([endpoints.grpc_url], models, **BENCH_GATEWAY_ENV)).url,
+                BENCH_KEY,
+            )
         say(
             NAME,
             f"gateway {url}: {args.clients} clients x {args.requests} edits, {models}, {modes}",

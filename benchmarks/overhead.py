@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -37,10 +38,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from benchmarks import inputs
+from benchmarks import BENCH_GATEWAY_ENV, BENCH_KEY, inputs
 from benchmarks.results import DEFAULT_OUT_DIR, environment, save_json, say, summarize, table
-from benchmarks.stack import BENCH_KEY, gateway, stop_on_sigterm, triton
-from tests.triton_server import DEV_CONDITION_PIXELS, DEV_MODEL, EditStream, edit_inputs
+from scripts.stack import (
+    DEV_MODEL,
+    GatewayThread,
+    TritonEndpoints,
+    free_port,
+    gateway,
+    gateway_env,
+    stop_on_sigterm,
+    triton,
+)
+from scripts.triton_stream import EditStream, edit_inputs
 
 NAME = "overhead"
 MODEL = "qwen_image_edit"
@@ -82,9 +92,9 @@ class Ways:
 
     def __init__(self, grpc_url: str, gateway_url: str, settings: Any) -> None:
         from qie_client.client import QieClient
-        from qie_engine.qwen_editor import QwenEditor
+        from qie_engine.qwen_loader import load_editor
 
-        self.editor = QwenEditor(MODEL, settings)
+        self.editor = load_editor(MODEL, settings)
         self.stream = EditStream(grpc_url)
         self.client = QieClient(gateway_url, BENCH_KEY, timeout=300)
         self.last_result = b""  # the in-process result, for timing the costs on real bytes
@@ -98,12 +108,12 @@ class Ways:
         return time_it(lambda: self.client.http.get("/health/live").raise_for_status(), repeat)
 
     def inprocess(self, image: bytes, prompt: str, options: dict[str, Any]) -> Outcome:
+        from qie_engine.edit_request import RawEdit
         from qie_engine.editor import run_edit
 
         began = time.perf_counter()
-        data, meta = run_edit(
-            self.editor, [image], prompt, None, json.dumps(options), lambda _e: None, lambda: False
-        )
+        raw = RawEdit([image], prompt, options=json.dumps(options))
+        data, meta = run_edit(self.editor, raw, lambda _e: None, lambda: False)
         e2e = time.perf_counter() - began
         self.last_result = data
         return Outcome(e2e, meta.timings["total_s"], 0.0, len(data))
@@ -127,9 +137,13 @@ class Ways:
         )
 
 
-def measure(
-    ways: Ways, image: bytes, prompt: str, options: dict[str, Any], warmup: int, repetitions: int
-) -> dict[str, Samples]:
+class EditInput(NamedTuple):
+    image: bytes
+    prompt: str
+    options: dict[str, Any]
+
+
+def measure(ways: Ways, edit: EditInput, warmup: int, repetitions: int) -> dict[str, Samples]:
     calls: dict[str, Callable[[bytes, str, dict[str, Any]], Outcome]] = {
         "inprocess": ways.inprocess,
         "triton": ways.triton,
@@ -138,12 +152,12 @@ def measure(
     samples = {way: Samples() for way in WAYS}
     for _ in range(warmup):
         for call in calls.values():
-            call(image, prompt, options)
+            call(*edit)
     for rep in range(repetitions):
         # Rotate the order too, so no way always runs right after another.
         order = WAYS[rep % 3 :] + WAYS[: rep % 3]
         for way in order:
-            e2e, engine, job, size = calls[way](image, prompt, options)
+            e2e, engine, job, size = calls[way](*edit)
             s = samples[way]
             s.e2e_s.append(e2e)
             s.engine_s.append(engine)
@@ -204,7 +218,8 @@ def micro_costs(upload: bytes, result: bytes, repeat: int) -> dict[str, Any]:
 
     from gateway.schemas import ProcessResponse
     from gateway.settings import Settings
-    from gateway.triton_client import EditCall, build_inputs
+    from gateway.store.job_models import EditRequest
+    from gateway.triton_client import build_inputs
     from qie_engine.image_codec import ImageLimits, check_image, decode_image, inspect_image
 
     limits = ImageLimits(
@@ -238,7 +253,7 @@ def micro_costs(upload: bytes, result: bytes, repeat: int) -> dict[str, Any]:
         return adapter.dump_json(adapter.validate_python(response))
 
     wire = fastapi_serialize()
-    call = EditCall(MODEL, [upload], "a prompt", None, '{"steps": 2}', "bench")
+    call = EditRequest(MODEL, [upload], "a prompt", None, '{"steps": 2}', "bench")
 
     def multipart_body() -> bytes:  # what QieClient.edit builds before sending
         return httpx.Request(
@@ -286,10 +301,10 @@ CATEGORIES: dict[str, Callable[[str, str], bool]] = {
     "image check (check_image)": lambda fn, path: fn == "check_image",
     "base64 of the result": lambda fn, path: fn in ("b64encode", "b64decode"),
     "response model + JSON": lambda fn, path: (
-        fn in ("serialize_response", "render") or (fn == "_process_response")
+        fn in ("serialize_response", "render", "process_response")
     ),
     "Triton gRPC stream (client side)": lambda fn, path: "tritonclient" in path or "/grpc/" in path,
-    "job store and events": lambda fn, path: path.endswith(("gateway/jobs.py",)),
+    "job store and events": lambda fn, path: "gateway/store/" in path,
     "request validation (FastAPI deps)": lambda fn, path: fn == "solve_dependencies",
     "logging": lambda fn, path: "/logging/" in path or path.endswith("json_logging.py"),
     "event loop idle (waiting)": lambda fn, path: fn in ("select", "poll", "epoll"),
@@ -316,19 +331,11 @@ def categorize(root: Any, requests: int) -> dict[str, float]:
     return {k: round(v * 1000.0 / max(1, requests), 3) for k, v in totals.items()}
 
 
-def profile_gateway(
-    grpc_url: str,
-    image: bytes,
-    prompt: str,
-    options: dict[str, Any],
-    requests: int,
-    out_dir: Path,
-) -> dict[str, Any]:
+def profile_gateway(grpc_url: str, edit: EditInput, requests: int, out_dir: Path) -> dict[str, Any]:
     """pyinstrument on the event-loop thread of an in-process gateway, over `requests` edits."""
     from pyinstrument import Profiler
 
     from qie_engine.json_logging import JsonFormatter
-    from tests.gateway_server import running_gateway
 
     # Log as `python -m gateway` does (JSON lines at INFO), to /dev/null, so logging is profiled.
     root_logger = logging.getLogger()
@@ -339,27 +346,25 @@ def profile_gateway(
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(logging.INFO)
     try:
-        return _profile(
-            grpc_url, image, prompt, options, requests, out_dir, Profiler, running_gateway
-        )
+        return _profile(grpc_url, edit, requests, out_dir, Profiler)
     finally:
         root_logger.handlers[:], root_logger.level = saved[0], saved[1]
         sink.close()
 
 
 def _profile(
-    grpc_url: str,
-    image: bytes,
-    prompt: str,
-    options: dict[str, Any],
-    requests: int,
-    out_dir: Path,
-    profiler_class: Any,
-    running_gateway: Any,
+    grpc_url: str, edit: EditInput, requests: int, out_dir: Path, profiler_class: Any
 ) -> dict[str, Any]:
-    with running_gateway([grpc_url], MODEL) as server, server.client() as client:
+    from qie_client.client import QieClient
+
+    server = GatewayThread(gateway_env([grpc_url], free_port(), **BENCH_GATEWAY_ENV))
+    server.start()
+    server.wait_models([MODEL])
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(server.stop)
+        client = cleanup.enter_context(QieClient(server.url, BENCH_KEY, timeout=120))
         for _ in range(2):
-            client.edit(image, prompt, model=MODEL, options=options)
+            client.edit(edit.image, edit.prompt, model=MODEL, options=edit.options)
         profiler = profiler_class(interval=0.0005, async_mode="disabled")
 
         async def start() -> None:  # on the server's loop: the profiler samples that thread
@@ -372,7 +377,7 @@ def _profile(
         server.run(start())
         try:
             for _ in range(requests):
-                client.edit(image, prompt, model=MODEL, options=options)
+                client.edit(edit.image, edit.prompt, model=MODEL, options=edit.options)
         finally:
             server.run(stop())
         wall = time.perf_counter() - began
@@ -475,7 +480,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--micro-repeat", type=int, default=30)
     parser.add_argument("--triton-url", help="use this Triton (same dev model and settings!)")
     parser.add_argument("--model-id", default=str(DEV_MODEL))
-    parser.add_argument("--condition-pixels", default=DEV_CONDITION_PIXELS)
     parser.add_argument("--out-dir", type=Path, help="where the JSON and profile go (.bench/)")
     parser.add_argument("--smoke", action="store_true", help="3 repetitions, 2 profiled requests")
     args = parser.parse_args(argv)
@@ -485,10 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from qie_engine.qwen_settings import QwenSettings
 
-    settings = QwenSettings(
-        model_id=args.model_id,
-        dev_condition_pixels=int(args.condition_pixels) if args.condition_pixels else None,
-    )
+    settings = QwenSettings(model_id=args.model_id)
     image = inputs.jpeg(args.size, args.size)
     prompt = inputs.PROMPTS[MODEL]
     options: dict[str, Any] = {"steps": args.steps, "seed": 7, "true_cfg_scale": 1.0}
@@ -500,23 +501,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoints = stack.enter_context(
             triton(
                 [MODEL],
-                external_grpc=args.triton_url,
+                external=TritonEndpoints.given(args.triton_url),
                 model_id=args.model_id,
-                condition_pixels=args.condition_pixels,
             )
         )
-        gw = stack.enter_context(gateway(endpoints.grpc_url, [MODEL]))
+        gw = stack.enter_context(gateway([endpoints.grpc_url], [MODEL], **BENCH_GATEWAY_ENV))
         say(NAME, f"Triton {endpoints.grpc_url}, gateway {gw.url}; loading the in-process engine")
         ways = Ways(endpoints.grpc_url, gw.url, settings)
         stack.callback(ways.close)
         say(NAME, f"{args.warmup} warm-up + {args.repetitions} measured edits per way")
-        samples = measure(ways, image, prompt, options, args.warmup, args.repetitions)
+        edit = EditInput(image, prompt, options)
+        samples = measure(ways, edit, args.warmup, args.repetitions)
         summaries = {way: samples[way].summary() for way in WAYS}
         hop = hops(summaries)
         profile = (
-            profile_gateway(
-                endpoints.grpc_url, image, prompt, options, args.profile_requests, out_dir
-            )
+            profile_gateway(endpoints.grpc_url, edit, args.profile_requests, out_dir)
             if args.profile_requests > 0
             else None
         )
@@ -541,7 +540,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": {
             "model": MODEL,
             "model_id": args.model_id,
-            "condition_pixels": args.condition_pixels,
             "input": {
                 "format": "jpeg",
                 "width": args.size,

@@ -44,7 +44,8 @@ from typing import Any
 
 from benchmarks import inputs
 from benchmarks.results import DEFAULT_OUT_DIR, ROOT, environment, save_json, say, summarize, table
-from benchmarks.stack import MODELS, stop_on_sigterm, triton
+from scripts.stack import DEFAULT_MODELS as MODELS
+from scripts.stack import TritonEndpoints, stop_on_sigterm, triton
 
 NAME = "perf_analyzer"
 PA_VERSION = "2.60.0"
@@ -364,29 +365,32 @@ def keep(export_file: Path, settings: Settings) -> None:
         export_file.unlink()
 
 
+@dataclass(frozen=True)
+class PaTarget:
+    """What every perf_analyzer run of one model shares."""
+
+    prefix: list[str]
+    model: str
+    grpc_url: str
+    metrics_url: str
+    data_file: Path
+    gpu_metrics: bool
+
+
 def pa_command(
-    prefix: list[str],
-    model: str,
-    grpc_url: str,
-    metrics_url: str,
-    data_file: Path,
-    csv_file: Path,
-    export_file: Path,
-    concurrency: str,
-    count_args: list[str],
-    gpu_metrics: bool,
+    target: PaTarget, csv_file: Path, export_file: Path, concurrency: str, count_args: list[str]
 ) -> list[str]:
     cmd = [
-        *prefix,
+        *target.prefix,
         "-m",
-        model,
+        target.model,
         "-u",
-        grpc_url,
+        target.grpc_url,
         "-i",
         "grpc",
         "--streaming",
         "--input-data",
-        str(data_file),
+        str(target.data_file),
         "--concurrency-range",
         concurrency,
         *count_args,
@@ -395,8 +399,8 @@ def pa_command(
         "--profile-export-file",
         str(export_file),
     ]
-    if gpu_metrics:
-        cmd += ["--verbose-csv", "--collect-metrics", "--metrics-url", metrics_url]
+    if target.gpu_metrics:
+        cmd += ["--verbose-csv", "--collect-metrics", "--metrics-url", target.metrics_url]
     return cmd
 
 
@@ -415,15 +419,8 @@ def run_pa(cmd: list[str], log: Path, timeout: float) -> int:
     return done.returncode
 
 
-def bench_model(
-    prefix: list[str],
-    model: str,
-    grpc_url: str,
-    metrics_url: str,
-    data_file: Path,
-    work: Path,
-    settings: Settings,
-) -> dict[str, Any]:
+def bench_model(target: PaTarget, work: Path, settings: Settings) -> dict[str, Any]:
+    model = target.model
     log = work / f"{model}.log"
     levels: dict[int, Level] = {}
     wanted = list(range(1, settings.max_concurrency + 1))
@@ -440,18 +437,7 @@ def bench_model(
         str(settings.max_trials),
     ]
     code = run_pa(
-        pa_command(
-            prefix,
-            model,
-            grpc_url,
-            metrics_url,
-            data_file,
-            csv_file,
-            export_file,
-            f"1:{settings.max_concurrency}",
-            stabilized,
-            settings.gpu_metrics,
-        ),
+        pa_command(target, csv_file, export_file, f"1:{settings.max_concurrency}", stabilized),
         log,
         timeout=1800,
     )
@@ -471,18 +457,7 @@ def bench_model(
         export_file = work / f"{model}-c{concurrency}-export.json"
         fixed = ["--request-count", str(max(settings.fallback_count, concurrency * 2))]
         run_pa(
-            pa_command(
-                prefix,
-                model,
-                grpc_url,
-                metrics_url,
-                data_file,
-                csv_file,
-                export_file,
-                str(concurrency),
-                fixed,
-                settings.gpu_metrics,
-            ),
+            pa_command(target, csv_file, export_file, str(concurrency), fixed),
             log,
             timeout=1800,
         )
@@ -626,24 +601,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-pa-") as work_name:
         work = Path(work_name)
-        with triton(
-            models, external_grpc=args.triton_url, external_metrics=args.metrics_url
-        ) as endpoints:
+        external = TritonEndpoints.given(args.triton_url, args.metrics_url)
+        with triton(models, external=external) as endpoints:
             for model in models:
                 options = qwen_options if model == "qwen_image_edit" else {}
                 data_file = work / f"{model}-input.json"
                 data_file.write_text(
                     json.dumps(input_data(image, inputs.PROMPTS.get(model, "edit it"), options))
                 )
-                results[model] = bench_model(
+                target = PaTarget(
                     prefix,
                     model,
                     endpoints.grpc_url,
                     endpoints.metrics_url,
                     data_file,
-                    work,
-                    settings,
+                    settings.gpu_metrics,
                 )
+                results[model] = bench_model(target, work, settings)
                 results[model]["options"] = options
     print_results(results)
     payload = {

@@ -4,44 +4,67 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from gateway.job_service import JobService
-from gateway.jobs import JobStore
+from gateway.metrics import Metrics
 from gateway.model_registry import ModelRegistry
 from gateway.settings import Settings
+from gateway.validation import Caller, SubmissionReader
+
+
+def _state(request: Request) -> Any:
+    return request.app.state
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+    settings: Settings = _state(request).settings
     return settings
 
 
 def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.registry
+    registry: ModelRegistry = _state(request).registry
     return registry
 
 
 def _service(request: Request) -> JobService:
-    service: JobService = request.app.state.service
+    service: JobService = _state(request).service
     return service
 
 
-def _store(request: Request) -> JobStore:
-    store: JobStore = request.app.state.service.store
-    return store
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = _state(request).metrics
+    return metrics
+
+
+def _reader(request: Request) -> SubmissionReader:
+    reader: SubmissionReader = _state(request).reader
+    return reader
 
 
 async def _owner(request: Request) -> str:
     """Authenticate, then count the request against the key's rate limit."""
-    state: Any = request.app.state
+    state = _state(request)
     owner: str = state.auth.owner(request)
     await state.rate_limiter.check(owner)
     return owner
 
 
+OwnerDep = Annotated[str, Depends(_owner)]
+
+
+def _caller(
+    request: Request,
+    owner: OwnerDep,
+    prefer: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Caller:
+    return Caller(owner, request.state.request_id, prefer, idempotency_key)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 JobServiceDep = Annotated[JobService, Depends(_service)]
-StoreDep = Annotated[JobStore, Depends(_store)]
-OwnerDep = Annotated[str, Depends(_owner)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+ReaderDep = Annotated[SubmissionReader, Depends(_reader)]
+CallerDep = Annotated[Caller, Depends(_caller)]

@@ -1,59 +1,70 @@
-"""Jobs from submit to a final state: queue, Triton stream, progress, cancel, deadline, webhook."""
+"""The one thing routes call: submit, look at, wait for, stream, fetch and cancel jobs.
+
+The store, the queue, the runner and the Triton pool are private to it. With Redis they are
+shared by every replica, so any replica answers for any job.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import math
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from gateway.admission import Admission, QueueFull
-from gateway.errors import ApiError, Conflict, ServiceUnavailable, from_engine_code
-from gateway.jobs import (
-    TERMINAL_STATUSES,
+from gateway.errors import ApiError, StoreUnavailable
+from gateway.job_lifecycle import JobLifecycle, persist
+from gateway.job_runner import JobRunner
+from gateway.model_registry import ModelRegistry
+from gateway.settings import Settings
+from gateway.store import Backend
+from gateway.store.job_models import (
+    EditRequest,
     IdempotencyConflict,
     Job,
+    JobEvent,
     JobStatus,
-    JobStore,
-    StoreUnavailable,
+    NewEvent,
     new_job_id,
 )
-from gateway.metrics import Metrics
-from gateway.triton_client import EditCall, FinalResult, TritonCallError, TritonPool
+from gateway.store.job_store import JobGone, QueueStats
+from gateway.triton_client import TritonPool
 from gateway.webhooks import WebhookSender
-from qie_engine.contract import ProgressEvent
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-CANCEL_POLL_S = 0.2
-# Failure codes that are the service's fault, not the request's: 502 for a synchronous caller.
-SERVER_SIDE_FAILURES = frozenset(
-    {
-        "internal_error",
-        "triton_error",
-        "model_error",
-        "model_crashed",
-        "gateway_restarted",
-        "gateway_shutdown",
-    }
-)
-STORE_RETRY_S = 30.0
+CANCEL_WAIT_S = 5.0
+EXPIRED = "the job expired or was evicted; its events are gone"
+EVENT_WAIT_S = 15.0
+SHUTDOWN_STOP_S = 10.0
 
 
 @dataclass
 class Submission:
-    """A validated edit request, ready to run."""
+    """A validated edit request, ready to queue."""
 
     owner: str
-    call: EditCall
+    request: EditRequest
     deadline_s: float
+    respond_async: bool = False
     idempotency_key: str | None = None
     request_hash: str | None = None
     callback_url: str | None = None
     image_id: str | None = None
+
+
+@dataclass
+class JobState:
+    """A job as a client sees it: the stored job plus its place in the queue and an ETA."""
+
+    job: Job
+    queue_position: int | None
+    eta_s: float | None
 
 
 @dataclass
@@ -62,310 +73,301 @@ class Outcome:
     image: bytes | None
 
 
+@dataclass(frozen=True)
+class StreamError:
+    """The last thing an event stream says when the job it follows is gone."""
+
+    code: str
+    message: str
+
+
+def outcome_error(job: Job) -> ApiError:
+    """The HTTP error for a job that did not complete (synchronous /process)."""
+    if job.status is JobStatus.CANCELLED:
+        return ApiError("cancelled", "the edit was cancelled")
+    return ApiError(job.error_code or "internal_error", job.error_message or "the edit failed")
+
+
 class JobService:
     def __init__(
         self,
-        store: JobStore,
+        backend: Backend,
         pool: TritonPool,
-        admission: Admission,
-        metrics: Metrics,
+        registry: ModelRegistry,
         webhooks: WebhookSender,
-        replica: str,
-        inflight_limit: Callable[[str], int | None],
+        settings: Settings,
     ) -> None:
-        self.store = store
-        self.pool = pool
-        self.admission = admission
-        self.metrics = metrics
-        self.webhooks = webhooks
-        self.replica = replica
-        self.inflight_limit = inflight_limit
-        self.tasks: dict[str, asyncio.Task[Outcome]] = {}
-        self.shutting_down = False
-
-    async def recover(self) -> list[str]:
-        """Fail the jobs this replica left unfinished when it last died."""
-        failed = await self.store.fail_orphans(
-            self.replica,
-            "gateway_restarted",
-            "the gateway restarted while this job ran; submit it again",
+        self._store, self._queue = backend
+        self._registry = registry
+        self._metrics = registry.metrics
+        self._replica = settings.replica_id
+        self._max_depth = settings.max_queue_depth
+        self._lifecycle = JobLifecycle(self._store, self._metrics, webhooks)
+        self._runner = JobRunner(
+            backend, pool, self._lifecycle, registry.inflight_limit, settings.job_lease_s
         )
-        if failed:
-            log.warning("marked %d orphaned job(s) failed after a restart", len(failed))
-        return failed
+        self._stats: dict[str, QueueStats] = {}
+        self._watch: asyncio.Task[None] | None = None
+        registry.on_ready = self._runner.serve
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    def start(self, interval_s: float) -> None:
+        self._watch = asyncio.create_task(self._watch_queues(interval_s), name="queue-stats")
 
     async def shutdown(self, grace_s: float) -> None:
-        """Let running jobs finish for a while, then stop the rest as failed (not cancelled)."""
-        self.shutting_down = True
-        tasks = list(self.tasks.values())
-        if tasks:
-            log.info("waiting up to %.0fs for %d job(s) to finish", grace_s, len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        """Stop taking jobs, let running ones finish for a while, then stop the rest as failed.
+
+        Jobs still waiting stay in a shared (Redis) queue for the other replicas; in memory
+        nobody else can run them, so they fail as `gateway_shutdown` too.
+        """
+        if self._watch is not None:
+            self._watch.cancel()
+        await self._runner.stop_taking()
+        running = list(self._runner.running.values())
+        if running:
+            log.info("waiting up to %.0fs for %d job(s) to finish", grace_s, len(running))
+            _, pending = await asyncio.wait(running, timeout=grace_s)
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.wait(pending, timeout=10)
+                await asyncio.wait(pending, timeout=SHUTDOWN_STOP_S)
+        if not self._queue.shared:
+            await self._fail_waiting()
 
-    def _queue(self, model: str) -> Any:
-        return self.admission.queue(model, self.inflight_limit(model))
+    async def _fail_waiting(self) -> None:
+        message = "the gateway shut down before this job started; submit it again"
+        for model in self._runner.models:
+            while (ticket := await self._queue.take(model, sys.maxsize, 0)) is not None:
+                job = await self._store.get(ticket.job_id)
+                if job is not None:
+                    error = ("gateway_shutdown", message)
+                    await self._lifecycle.finish(job, JobStatus.FAILED, error)
+                await self._queue.release(ticket)
+
+    # --- submit ----------------------------------------------------------------------------
 
     async def submit(self, sub: Submission) -> Job:
-        """Create the job (or return the idempotent replay) and start running it."""
-        queue = self._queue(sub.call.model)
-        try:
-            queue.check_capacity()
-        except QueueFull:
-            self.metrics.rejects.labels(reason="queue_full").inc()
-            raise ServiceUnavailable(
-                f"the queue for {sub.call.model} is full ({queue.max_depth} waiting); retry later",
-                code="queue_full",
-                headers={"Retry-After": str(max(1, round(queue.avg_run_s)))},
-            ) from None
+        """Queue the job (or return the job an idempotent replay names)."""
+        model = sub.request.model
+        stats = await self._queue.stats(model)
+        limit = self._registry.inflight_limit(model)
+        if stats.running >= limit and stats.waiting >= self._max_depth:
+            raise ApiError(
+                "queue_full",
+                f"the queue for {model} is full ({self._max_depth} waiting); retry later",
+                retry_after_s=round(stats.avg_run_s),
+            )
+        now = time.time()
         job = Job(
             id=new_job_id(),
             owner=sub.owner,
-            model=sub.call.model,
-            request_id=sub.call.request_id,
-            replica=self.replica,
-            created_at=time.time(),
+            model=model,
+            request_id=sub.request.request_id,
+            replica=self._replica,
+            created_at=now,
+            deadline_at=now + sub.deadline_s,
             idempotency_key=sub.idempotency_key,
             request_hash=sub.request_hash,
             callback_url=sub.callback_url,
             image_id=sub.image_id,
         )
+        position = stats.waiting + 1 if stats.running >= limit else 0
+        queued = NewEvent("queued", {"position": position, "eta_s": _eta(stats, limit, position)})
         try:
-            job, created = await self.store.create(job)
+            job, _ = await self._store.create(job, queued, sub.request)
         except IdempotencyConflict:
-            self.metrics.rejects.labels(reason="idempotency_conflict").inc()
             raise ApiError(
+                "idempotency_conflict",
                 "this Idempotency-Key was used with a different request; use a new key",
-                code="idempotency_conflict",
-                status=422,
             ) from None
-        if not created:
-            return job
-        await self.store.mark_active(self.replica, job.id)
-        position = len(queue.waiting) + 1 if queue.inflight >= queue.max_inflight else 0
-        await self.store.append_event(
-            job.id, "queued", {"position": position, "eta_s": queue.eta_s(position)}
-        )
-        self.metrics.jobs_active.labels(status="pending").inc()
-        sub.call.request_id = sub.call.request_id or job.id
-        self.tasks[job.id] = asyncio.create_task(self._run(job, sub), name=f"job-{job.id}")
         return job
 
-    def runs(self, job_id: str) -> bool:
-        return job_id in self.tasks
+    # --- look -------------------------------------------------------------------------------
 
-    async def stored_outcome(self, job: Job) -> Outcome:
-        """The job as the store has it, with its image once completed."""
-        current = await self.store.get(job.id) or job
-        done = current.status is JobStatus.COMPLETED
-        return Outcome(job=current, image=await self.store.get_result(job.id) if done else None)
+    async def get(self, job_id: str, owner: str) -> JobState:
+        job = await self._owned(job_id, owner)
+        if job.status is not JobStatus.PENDING and job.finished:
+            return JobState(job, None, None)
+        stats = await self._queue.stats(job.model)
+        limit = self._registry.inflight_limit(job.model)
+        if job.status is JobStatus.PROCESSING:
+            eta = None
+            if job.progress_total:
+                per_step = stats.avg_run_s / max(job.progress_total, 1)
+                eta = round(per_step * (job.progress_total - job.progress_step), 1)
+            return JobState(job, None, eta)
+        position = await self._queue.position(job.model, job.id)
+        return JobState(job, position, _eta(stats, limit, position))
 
-    async def wait(self, job_id: str) -> Outcome:
-        """Wait for a job this replica runs (the synchronous /process path)."""
-        return await asyncio.shield(self.tasks[job_id])
-
-    def position(self, job: Job) -> int | None:
-        if job.status is not JobStatus.PENDING:
-            return None
-        return self.admission.queue(job.model).position(job.id)
-
-    def eta_s(self, job: Job) -> float | None:
-        if job.status in TERMINAL_STATUSES:
-            return None
-        queue = self.admission.queue(job.model)
-        if job.status is JobStatus.PROCESSING and job.progress_total:
-            per_step = queue.avg_run_s / max(job.progress_total, 1)
-            return round(per_step * (job.progress_total - job.progress_step), 1)
-        return queue.eta_s(self.position(job))
-
-    async def cancel(self, job: Job) -> Job:
-        """Idempotent: pending → cancelled now; processing → stops at the next step."""
+    async def result(self, job_id: str, owner: str) -> Outcome:
+        job = await self._owned(job_id, owner)
         if job.status is JobStatus.CANCELLED:
-            return job
-        if job.status in TERMINAL_STATUSES:
-            raise Conflict(f"job {job.id} already {job.status.value}", code="job_finished")
-        await self.store.request_cancel(job.id)
-        task = self.tasks.get(job.id)
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=5)
-        elif job.status is JobStatus.PENDING:
-            # Another replica owns it: it sees the flag before it starts the job.
-            job = await self._finish(job, JobStatus.CANCELLED, None, None)
-        else:
-            await self._wait_for_status(job.id, TERMINAL_STATUSES, timeout=5)
-        return await self.store.get(job.id) or job
+            raise ApiError("job_cancelled", f"job {job_id} was cancelled; it has no result")
+        if job.status is JobStatus.FAILED:
+            raise ApiError(
+                "job_failed",
+                f"job {job_id} failed: {job.error_message}",
+                detail={"error": {"code": job.error_code, "message": job.error_message}},
+            )
+        if job.status is not JobStatus.COMPLETED:
+            raise ApiError(
+                "job_not_ready", f"job {job_id} is {job.status.value}; wait for it to complete"
+            )
+        image = await self._store.get_result(job_id)
+        if image is None:
+            raise ApiError("result_expired", f"the result of job {job_id} has expired")
+        return Outcome(job, image)
 
-    async def _wait_for_status(
-        self, job_id: str, statuses: frozenset[JobStatus], timeout: float
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            current = await self.store.get(job_id)
-            if current is None or current.status in statuses:
+    async def events(
+        self, job_id: str, owner: str, last_event_id: int
+    ) -> AsyncIterator[JobEvent | StreamError]:
+        """Checks the owner now; the iterator then yields events after `last_event_id` until
+        the final one. A resume at or after the final event gets that event again, and ends."""
+        job = await self._owned(job_id, owner)
+        return self._event_stream(job, last_event_id)
+
+    async def _event_stream(self, job: Job, last: int) -> AsyncIterator[JobEvent | StreamError]:
+        if job.finished:
+            history = await self._store.events_after(job.id, 0)
+            if history and last >= history[-1].id:
+                yield history[-1]
                 return
-            await asyncio.sleep(CANCEL_POLL_S)
-
-    async def _persist(
-        self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
-    ) -> T:
-        """Retry a store call while the store is briefly down, so no job is lost or stuck."""
-        deadline = time.monotonic() + STORE_RETRY_S
-        delay = 0.1
         while True:
             try:
-                return await operation(*args, **kwargs)
-            except StoreUnavailable:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    async def _run(self, job: Job, sub: Submission) -> Outcome:
-        model = job.model
-        queue = self._queue(model)
-        self.metrics.queue_depth.labels(model=model).set(queue.depth + 1)
-        try:
-            image, job = await asyncio.wait_for(self._acquire_and_process(job, sub), sub.deadline_s)
-            return Outcome(job=job, image=image)
-        except asyncio.CancelledError:
-            status, code, message = JobStatus.CANCELLED, None, None
-            if self.shutting_down:
-                status, code = JobStatus.FAILED, "gateway_shutdown"
-                message = "the gateway shut down before this job finished; submit it again"
-        except asyncio.TimeoutError:
-            status, code = JobStatus.FAILED, "deadline_exceeded"
-            message = f"the edit did not finish within {sub.deadline_s:g}s; it was stopped"
-        except TritonCallError as exc:
-            status = JobStatus.CANCELLED if exc.kind == "cancelled" else JobStatus.FAILED
-            code, message = exc.code, exc.message
-        except Exception as exc:
-            log.exception("job %s crashed", job.id)
-            status, code, message = JobStatus.FAILED, "internal_error", type(exc).__name__
-        finally:
-            self.metrics.queue_depth.labels(model=model).set(queue.depth)
-            self.tasks.pop(job.id, None)
-        current = await self._persist(self.store.get, job.id) or job
-        return Outcome(job=await self._finish(current, status, code, message), image=None)
-
-    async def _acquire_and_process(self, job: Job, sub: Submission) -> tuple[bytes, Job]:
-        queue = self._queue(job.model)
-        queued_at = time.monotonic()
-        await queue.acquire(job.id)
-        try:
-            self.metrics.queue_wait.labels(model=job.model).observe(time.monotonic() - queued_at)
-            self.metrics.queue_depth.labels(model=job.model).set(queue.depth)
-            if await self._persist(self.store.cancel_requested, job.id):
-                raise asyncio.CancelledError
-            return await self._process(job, sub)
-        finally:
-            queue.release()
-
-    async def _process(self, job: Job, sub: Submission) -> tuple[bytes, Job]:
-        model = job.model
-        started = time.time()
-        job = await self._persist(
-            self.store.update, job.id, status=JobStatus.PROCESSING, started_at=started
-        )
-        self.metrics.jobs_active.labels(status="pending").dec()
-        self.metrics.jobs_active.labels(status="processing").inc()
-        self.metrics.inflight.labels(model=model).inc()
-        await self._persist(self.store.append_event, job.id, "started", {})
-        watcher = asyncio.create_task(self._watch_cancel(job.id, asyncio.current_task()))
-        try:
-            async for item in self.pool.stream_edit(sub.call):
-                if isinstance(item, FinalResult):
-                    elapsed = time.time() - started
-                    self._queue(model).record_run(elapsed)
-                    self.metrics.edit_duration.labels(model=model).observe(elapsed)
-                    meta = item.meta.model_dump(mode="json")
-                    await self._persist(self.store.set_result, job.id, item.image)
-                    job = await self._finish(
-                        job, JobStatus.COMPLETED, None, None, result_meta=meta, image=item.image
-                    )
-                    return item.image, job
-                await self._persist(self._record_progress, job.id, item)
-            raise TritonCallError("internal", "triton_error", "Triton ended without a result")
-        finally:
-            watcher.cancel()
-            self.metrics.inflight.labels(model=model).dec()
-
-    async def _record_progress(self, job_id: str, event: ProgressEvent) -> None:
-        await self.store.update(job_id, progress_step=event.step, progress_total=event.total)
-        await self.store.append_event(job_id, "progress", event.model_dump(exclude={"type"}))
-
-    async def _watch_cancel(self, job_id: str, runner: asyncio.Task[Any] | None) -> None:
-        """Cancel the runner when any replica flags the job; the gRPC stream closes with it."""
-        while runner is not None and not runner.done():
-            await asyncio.sleep(CANCEL_POLL_S)
-            try:
-                if await self.store.cancel_requested(job_id):
-                    runner.cancel()
+                batch = await self._store.wait_events(job.id, last, EVENT_WAIT_S)
+            except JobGone:
+                yield StreamError("job_expired", EXPIRED)
+                return
+            except StoreUnavailable as exc:
+                yield StreamError(exc.code, exc.message)
+                return
+            for event in batch:
+                last = event.id
+                yield event
+                if event.final:
                     return
-            except StoreUnavailable:
-                continue
 
-    async def _finish(
-        self,
-        job: Job,
-        status: JobStatus,
-        error_code: str | None,
-        error_message: str | None,
-        *,
-        result_meta: dict[str, Any] | None = None,
-        image: bytes | None = None,
-    ) -> Job:
-        previous = job.status
-        fields: dict[str, Any] = {
-            "status": status,
-            "finished_at": time.time(),
-            "error_code": error_code,
-            "error_message": error_message,
-        }
-        if result_meta is not None:
-            fields["result_meta"] = result_meta
-            fields["result_mime"] = _mime(result_meta.get("format", "png"))
-        job = await self._persist(self.store.update, job.id, **fields)
-        data: dict[str, Any] = {"status": status.value}
-        if error_code:
-            data["error"] = {"code": error_code, "message": error_message}
-        if result_meta is not None:
-            data["result"] = result_meta
-        await self._persist(self.store.append_event, job.id, status.value, data)
-        await self._persist(self.store.mark_inactive, self.replica, job.id)
-        if previous in (JobStatus.PENDING, JobStatus.PROCESSING) and job.replica == self.replica:
-            self.metrics.jobs_active.labels(status=previous.value).dec()
-        self.metrics.jobs.labels(model=job.model, status=status.value).inc()
-        if status is JobStatus.COMPLETED:
-            self.metrics.last_success.labels(model=job.model).set(time.time())
-        if job.callback_url:
-            self.webhooks.schedule(job)
-        log.info(
-            "job %s %s",
-            job.id,
-            status.value,
-            extra={"request_id": job.request_id, "model": job.model, "error_code": error_code},
+    # --- wait and cancel --------------------------------------------------------------------
+
+    async def outcome(self, job: Job, disconnected: Awaitable[Any]) -> Outcome:
+        """Wait for the job to end, on whichever replica runs it; a caller gone cancels it."""
+        final = asyncio.ensure_future(self._until_final(job))
+        gone = asyncio.ensure_future(disconnected)
+        try:
+            done, _ = await asyncio.wait({final, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if final not in done:
+                await self._cancel(job)
+            ended = await final
+        finally:
+            gone.cancel()
+            final.cancel()
+        if ended.status is not JobStatus.COMPLETED:
+            return Outcome(ended, None)
+        return Outcome(ended, await persist(lambda: self._store.get_result(job.id)))
+
+    async def _until_final(self, job: Job) -> Job:
+        """The job once finished. A job still waiting at its deadline fails there."""
+        last = 0
+        while True:
+            timeout = EVENT_WAIT_S
+            if job.deadline_at is not None:
+                timeout = max(0.0, min(timeout, job.deadline_at - time.time()))
+            try:
+                batch = await persist(
+                    functools.partial(self._store.wait_events, job.id, last, timeout)
+                )
+            except JobGone:
+                raise ApiError("result_expired", f"job {job.id} expired") from None
+            if any(event.final for event in batch):
+                return await self._require(job.id)
+            last = batch[-1].id if batch else last
+            if not batch and job.deadline_at is not None and time.time() >= job.deadline_at:
+                await self._expire(job)
+
+    async def _expire(self, job: Job) -> None:
+        limit = (job.deadline_at or 0) - job.created_at
+        message = f"the edit did not start within {limit:g}s; it was dropped"
+        failed = await self._lifecycle.finish(
+            job, JobStatus.FAILED, ("deadline_exceeded", message), expect=[JobStatus.PENDING]
         )
+        if failed is not None:
+            await self._queue.remove(job.model, job.id)
+
+    async def cancel(self, job_id: str, owner: str) -> JobState:
+        """Idempotent: pending → cancelled now; processing → stops at the next step."""
+        await self._cancel(await self._owned(job_id, owner))
+        return await self.get(job_id, owner)
+
+    async def _cancel(self, job: Job) -> None:
+        if job.status is JobStatus.PENDING:
+            cancelled = await self._lifecycle.finish(
+                job, JobStatus.CANCELLED, expect=[JobStatus.PENDING]
+            )
+            if cancelled is not None:
+                await self._queue.remove(job.model, job.id)
+                return
+            job = await self._require(job.id)  # it started meanwhile
+        if job.status is JobStatus.CANCELLED:
+            return
+        if job.finished:
+            raise ApiError("job_finished", f"job {job.id} already {job.status.value}")
+        await self._store.request_cancel(job.id)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._until_final(job), CANCEL_WAIT_S)
+
+    # --- health -----------------------------------------------------------------------------
+
+    def queues(self) -> dict[str, dict[str, int]]:
+        """Waiting and running jobs per model (all replicas), as last sampled."""
+        return {
+            model: {
+                "waiting": stats.waiting,
+                "running": stats.running,
+                "max_running": self._registry.inflight_limit(model),
+            }
+            for model, stats in sorted(self._stats.items())
+        }
+
+    def saturated(self, model: str) -> bool:
+        stats = self._stats.get(model)
+        limit = self._registry.inflight_limit(model)
+        return stats is not None and stats.running >= limit and stats.waiting > 0
+
+    async def _watch_queues(self, interval_s: float) -> None:
+        """Sample the queues for /health and the metrics (summable over replicas)."""
+        while True:
+            with contextlib.suppress(StoreUnavailable):
+                await self._sample_queues()
+            await asyncio.sleep(interval_s)
+
+    async def _sample_queues(self) -> None:
+        waiting_here = 0
+        for model in self._runner.models:
+            stats = await self._queue.stats(model)
+            self._stats[model] = stats
+            waiting_here += stats.waiting_here
+            self._metrics.queue_depth.labels(model=model).set(stats.waiting_here)
+        self._metrics.jobs_active.labels(status="pending").set(waiting_here)
+        self._metrics.jobs_active.labels(status="processing").set(len(self._runner.running))
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _owned(self, job_id: str, owner: str) -> Job:
+        """Another key's job is reported exactly like a missing one."""
+        job = await self._store.get(job_id) if len(job_id) <= 64 else None
+        if job is None or job.owner != owner:
+            raise ApiError("job_not_found", f"no job {job_id[:64]}")
+        return job
+
+    async def _require(self, job_id: str) -> Job:
+        job = await persist(lambda: self._store.get(job_id))
+        if job is None:
+            raise ApiError("result_expired", f"job {job_id} expired")
         return job
 
 
-def _mime(fmt: str) -> str:
-    return {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}.get(fmt, "image/png")
-
-
-def outcome_error(job: Job) -> ApiError:
-    """The HTTP error for a job that did not complete (synchronous /process)."""
-    code = job.error_code or "failed"
-    message = job.error_message or "the edit failed"
-    if job.status is JobStatus.CANCELLED:
-        return ApiError("the edit was cancelled", code="cancelled", status=499)
-    if code == "deadline_exceeded":
-        return ApiError(message, code=code, status=504)
-    if code in ("triton_unavailable", "model_unavailable", "queue_full"):
-        return ServiceUnavailable(message, code=code, headers={"Retry-After": "5"})
-    if code in SERVER_SIDE_FAILURES:
-        return ApiError(message, code=code, status=502)
-    return from_engine_code(code, message)
+def _eta(stats: QueueStats, limit: int, position: int | None) -> float:
+    """Seconds until a job at this position finishes, from the average run time."""
+    rounds = math.ceil(((position or 0) + 1) / max(1, limit))
+    return round(rounds * stats.avg_run_s, 1)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from gateway.admission import Admission
 from gateway.metrics import Metrics
 from gateway.triton_client import TritonCallError, TritonPool
 from qie_engine.image_codec import ALLOWED_FORMATS, MIME_TYPES
@@ -37,7 +37,8 @@ class ModelInfo:
         return int(self.facts.get("max_images", 1))
 
     def public(self, limits: dict[str, int]) -> dict[str, Any]:
-        facts = {k: v for k, v in self.facts.items() if k not in ("type", "model")}
+        # `served` is the instance's running tally when it was asked: no fact of the model.
+        facts = {k: v for k, v in self.facts.items() if k not in ("type", "model", "served")}
         return {
             "name": self.name,
             "ready": self.ready,
@@ -61,13 +62,11 @@ class ModelRegistry:
     def __init__(
         self,
         pool: TritonPool,
-        admission: Admission,
         metrics: Metrics,
         default_model: str,
         concurrency_override: int | None,
     ) -> None:
         self.pool = pool
-        self.admission = admission
         self.metrics = metrics
         self.default_model = default_model
         self.concurrency_override = concurrency_override
@@ -75,15 +74,19 @@ class ModelRegistry:
         self.ever_ready = False
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        # Told the name of each model the first time it is ready (its runner starts then).
+        self.on_ready: Callable[[str], None] = lambda _name: None
 
-    def inflight_limit(self, model: str) -> int | None:
+    def inflight_limit(self, model: str) -> int:
         """As many edits in flight as the model's instances take, on every Triton."""
         if self.concurrency_override:
             return self.concurrency_override
         info = self.models.get(model)
-        if info is None:
-            return None
-        return info.instances * max(1, len(self.pool.endpoints))
+        instances = info.instances if info is not None else 1
+        return instances * max(1, len(self.pool.endpoints))
+
+    def triton_status(self) -> dict[str, bool]:
+        return {e.url: e.up for e in self.pool.endpoints}
 
     async def refresh(self) -> None:
         await self.pool.refresh()
@@ -117,7 +120,7 @@ class ModelRegistry:
             k: str(v.get("string_value", "")) for k, v in config.get("parameters", {}).items()
         }
         info.instances = _instance_count(config)
-        self.admission.queue(info.name, self.inflight_limit(info.name))
+        self.on_ready(info.name)
         log.info(
             "model %s ready (%s%s), %d instance(s)",
             info.name,
@@ -146,12 +149,9 @@ class ModelRegistry:
         if self._task:
             self._task.cancel()
 
-    def health(self) -> Health:
+    def health(self, default_model_saturated: bool) -> Health:
         any_up = any(e.up for e in self.pool.endpoints)
         ready = [m for m in self.models.values() if m.ready]
         if not any_up or not ready:
             return Health.UNHEALTHY if self.ever_ready else Health.STARTING
-        queue = self.admission.queues.get(self.default_model)
-        if queue and queue.inflight >= queue.max_inflight and queue.depth > 0:
-            return Health.BUSY
-        return Health.READY
+        return Health.BUSY if default_model_saturated else Health.READY

@@ -6,16 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from qie_engine.contract import EditOptions, Preset
-
-QUALITY_PRESETS = {
-    "high": Preset.QUALITY,
-    "quality": Preset.QUALITY,
-    "standard": Preset.QUALITY,
-    "medium": Preset.QUALITY,
-    "low": Preset.FAST,
-    "fast": Preset.FAST,
-}
+from qie_engine.contract import EditOptions
+from qie_engine.presets import QUALITY_ALIASES as QUALITY_PRESETS
 
 
 class RequestOptions(EditOptions):
@@ -103,3 +95,25 @@ class ModelsView(BaseModel):
     aliases: dict[str, str]
     models: list[dict[str, Any]]
     tensor_contract: dict[str, Any]
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error statuses a route can answer."""
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+TENSOR_CONTRACT: dict[str, Any] = {
+    "doc": "docs/tensor-contract.md",
+    "inputs": {
+        "IMAGES": "BYTES [-1]: encoded JPEG/PNG/WebP images",
+        "PROMPT": "BYTES [1]: UTF-8 instruction",
+        "NEGATIVE_PROMPT": "BYTES [1], optional",
+        "OPTIONS": "BYTES [1], optional: JSON EditOptions (preset, steps, seed, ...)",
+        "DESCRIBE": "BOOL [1], optional: answer with the model's facts only",
+    },
+    "outputs": {
+        "EVENT": "BYTES [1]: JSON progress {step, total, elapsed_s} or result metadata",
+        "IMAGE": "BYTES [1]: the encoded result, in the final response only",
+    },
+    "errors": "Triton errors whose message starts with [code]",
+}

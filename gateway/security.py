@@ -12,7 +12,7 @@ from limits.storage import storage_from_string
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
-from gateway.errors import ServiceUnavailable, TooManyRequests, Unauthorized
+from gateway.errors import ApiError, StoreUnavailable
 
 ANONYMOUS = "anonymous"
 
@@ -45,9 +45,9 @@ class Authenticator:
         key = presented_key(request)
         # compare_digest on every key keeps the check's timing independent of the key.
         if key is None or not any(hmac.compare_digest(key.encode(), k) for k in self.keys):
-            raise Unauthorized(
+            raise ApiError(
+                "unauthorized",
                 "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'",
-                code="unauthorized",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return owner_id(key)
@@ -68,14 +68,10 @@ class RateLimiter:
                 return
             stats = await self.limiter.get_window_stats(self.item, owner)
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailable(
-                "the rate-limit store is unreachable; retry shortly",
-                code="store_unavailable",
-                headers={"Retry-After": "2"},
-            ) from exc
+            raise StoreUnavailable("rate limits") from exc
         retry_after = max(1, int(stats.reset_time - time.time()) + 1)
-        raise TooManyRequests(
+        raise ApiError(
+            "rate_limited",
             f"rate limit of {self.item} exceeded; retry in {retry_after}s",
-            code="rate_limited",
-            headers={"Retry-After": str(retry_after)},
+            retry_after_s=retry_after,
         )

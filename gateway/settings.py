@@ -49,12 +49,21 @@ class Settings(BaseSettings):
     webhook_secret: str = Field("", alias="WEBHOOK_SECRET")
     webhook_max_attempts: int = Field(5, alias="WEBHOOK_MAX_ATTEMPTS", ge=1)
     webhook_backoff_s: float = Field(1.0, alias="WEBHOOK_BACKOFF_S", ge=0)
+    # Callback hosts: exact names (their addresses may be private, e.g. a compose service), or
+    # ".example.com" for any subdomain (public addresses only). Empty: no callbacks at all.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="WEBHOOK_ALLOWED_HOSTS"
+    )
+    # Local development only: lets an allowlisted host resolve to a loopback address.
+    webhook_allow_loopback: bool = Field(False, alias="WEBHOOK_ALLOW_LOOPBACK")
+    # A running job's claim on its queue slot; a replica that dies loses it after this long.
+    job_lease_s: float = Field(15.0, alias="JOB_LEASE_S", gt=0)
     replica_id: str = Field(default_factory=socket.gethostname, alias="GATEWAY_REPLICA_ID")
     shutdown_grace_s: float = Field(20.0, alias="SHUTDOWN_GRACE_S", ge=0)
     poll_interval_s: float = Field(2.0, alias="TRITON_POLL_INTERVAL_S", gt=0)
     log_level: str = Field("INFO", alias="LOG_LEVEL")
 
-    @field_validator("triton_urls", "api_keys", mode="before")
+    @field_validator("triton_urls", "api_keys", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)

@@ -6,16 +6,24 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import numpy as np
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
+from gateway.store.job_models import EditRequest
 from qie_engine.contract import (
     INPUT_DESCRIBE,
     INPUT_IMAGES,
@@ -44,42 +52,60 @@ class TritonCallError(Exception):
         self.message = message
 
 
+# Errors Triton itself raises, by a word of their message: (word, kind, code, message).
+_TRITON_ERRORS = (
+    ("maximum queue size", "queue_full", "queue_full", "Triton's queue is full"),
+    ("unknown model", "model_unavailable", "model_unavailable", "the model is not loaded"),
+    ("is not ready", "model_unavailable", "model_unavailable", "the model is not loaded"),
+    ("not found", "model_unavailable", "model_unavailable", "the model is not loaded"),
+)
+_STATUSES = {
+    grpc.StatusCode.UNAVAILABLE: ("unavailable", "triton_unavailable", "Triton is not reachable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (
+        "deadline",
+        "deadline_exceeded",
+        "the request ran out of time",
+    ),
+    grpc.StatusCode.CANCELLED: ("cancelled", "cancelled", "the request was cancelled"),
+}
+
+
+def _from_model(code: str, text: str) -> TritonCallError:
+    """An error raised by our models: "[code] message"."""
+    if code == "cancelled":
+        return TritonCallError("cancelled", code, text)
+    if code == "internal":
+        return TritonCallError("internal", "model_error", text)
+    return TritonCallError("input", code, text)
+
+
 def classify_error(message: str, status: grpc.StatusCode | None = None) -> TritonCallError:
-    """Map Triton's answer to a kind the job service understands."""
+    """Map Triton's answer to a kind the job service understands; no address leaks out."""
     match = _CODE_PREFIX.match(message.strip())
-    if match:  # raised by our models: "[code] message"
-        code, text = match["code"], match["message"]
-        if code == "cancelled":
-            return TritonCallError("cancelled", code, text)
-        if code == "internal":
-            return TritonCallError("internal", "model_error", text)
-        return TritonCallError("input", code, text)
+    if match:
+        return _from_model(match["code"], match["message"])
     lowered = message.lower()
-    if status is grpc.StatusCode.UNAVAILABLE or "failed to connect" in lowered:
-        return TritonCallError("unavailable", "triton_unavailable", "Triton is not reachable")
-    if status is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return TritonCallError("deadline", "deadline_exceeded", "the request ran out of time")
-    if status is grpc.StatusCode.CANCELLED or "cancelled" in lowered:
-        return TritonCallError("cancelled", "cancelled", "the request was cancelled")
-    if "maximum queue size" in lowered:
-        return TritonCallError("queue_full", "queue_full", "Triton's queue is full")
-    if "unknown model" in lowered or "is not ready" in lowered or "not found" in lowered:
-        return TritonCallError("model_unavailable", "model_unavailable", "the model is not loaded")
+    if status is None and "failed to connect" in lowered:
+        status = grpc.StatusCode.UNAVAILABLE
+    if status is None and "cancelled" in lowered:
+        status = grpc.StatusCode.CANCELLED
+    if status in _STATUSES:
+        return TritonCallError(*_STATUSES[status])
+    for word, kind, code, text in _TRITON_ERRORS:
+        if word in lowered:
+            return TritonCallError(kind, code, text)
     if "stub process" in lowered and "not healthy" in lowered:
         return TritonCallError("internal", "model_crashed", "the model instance crashed")
     return TritonCallError("internal", "triton_error", "Triton failed to run the edit")
 
 
-@dataclass
-class EditCall:
-    """One edit as Triton tensors want it; images are the uploaded bytes, untouched."""
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, TritonCallError) and exc.kind == "unavailable"
 
-    model: str
-    images: list[bytes]
-    prompt: str
-    negative_prompt: str | None
-    options_json: str
-    request_id: str
+
+def _log_retry(state: RetryCallState) -> None:
+    delay = state.next_action.sleep if state.next_action else 0.0
+    log.warning("Triton unavailable; retrying in %.2fs", delay)
 
 
 @dataclass
@@ -94,7 +120,7 @@ def _bytes_input(name: str, values: list[bytes]) -> InferInput:
     return tensor
 
 
-def build_inputs(call: EditCall) -> list[InferInput]:
+def build_inputs(call: EditRequest) -> list[InferInput]:
     inputs = [
         _bytes_input(INPUT_IMAGES, call.images),
         _bytes_input(INPUT_PROMPT, [call.prompt.encode()]),
@@ -135,32 +161,48 @@ class TritonPool:
         candidates = serving or self.endpoints
         return min(candidates, key=lambda e: e.outstanding)
 
-    async def stream_edit(self, call: EditCall) -> AsyncIterator[ProgressEvent | FinalResult]:
+    async def stream_edit(self, call: EditRequest) -> AsyncIterator[ProgressEvent | FinalResult]:
         """Yield progress events, then one FinalResult; raise TritonCallError on failure.
 
         A connection that fails before any response is retried with backoff (the request never
         started); once Triton answered, a failure is final. Closing the iterator early (cancel,
         deadline, client gone) cancels the gRPC stream, which cancels the Triton request.
         """
-        for attempt in range(self.retries + 1):
-            endpoint = self.pick(call.model)
-            started = False
-            try:
-                async for item in self._stream_once(endpoint, call):
-                    started = True
-                    yield item
-                return
-            except TritonCallError as exc:
-                if exc.kind != "unavailable" or started or attempt == self.retries:
+        stream, first = await self._start(call)
+        try:
+            yield first
+            async for item in stream:
+                yield item
+        finally:
+            await stream.aclose()
+
+    async def _start(
+        self, call: EditRequest
+    ) -> tuple[AsyncGenerator[ProgressEvent | FinalResult], ProgressEvent | FinalResult]:
+        """Open a stream and read its first response, retrying while Triton is unreachable."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_unavailable),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=self.backoff_s, min=self.backoff_s),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                endpoint = self.pick(call.model)
+                stream = self._stream_once(endpoint, call)
+                try:
+                    return stream, await anext(stream)
+                except TritonCallError as exc:
+                    await stream.aclose()
+                    if exc.kind == "unavailable":
+                        endpoint.up = False
                     raise
-                endpoint.up = False
-                delay = self.backoff_s * 2**attempt
-                log.warning("Triton %s unavailable; retrying in %.2fs", endpoint.url, delay)
-                await asyncio.sleep(delay)
+        raise AssertionError("tenacity reraises the last error")
 
     async def _stream_once(
-        self, endpoint: Endpoint, call: EditCall
-    ) -> AsyncIterator[ProgressEvent | FinalResult]:
+        self, endpoint: Endpoint, call: EditRequest
+    ) -> AsyncGenerator[ProgressEvent | FinalResult]:
         done = asyncio.Event()
 
         async def requests() -> AsyncIterator[dict[str, Any]]:

@@ -1,4 +1,8 @@
-"""Signed completion callbacks, retried with backoff; a failing target never fails the job."""
+"""Signed completion callbacks to checked addresses, retried with backoff (tenacity).
+
+A failing target never fails the job. Redirects are never followed: a callback must not be
+bounced to another host.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +12,27 @@ import hmac
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
-from gateway.errors import Unprocessable
-
-if TYPE_CHECKING:
-    from gateway.jobs import Job
+from gateway.callback_targets import CallbackPolicy, CallbackRefused
+from gateway.store.job_models import Job, JobStatus
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-QIE-Signature"
 TIMESTAMP_HEADER = "X-QIE-Timestamp"
 
 
-def check_callback_url(url: str) -> str:
-    """Only absolute http(s) URLs; anything else is refused before the job exists."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Unprocessable(
-            "callback_url must be an absolute http:// or https:// URL",
-            code="invalid_callback_url",
-            detail={"field": "callback_url"},
-        )
-    return url
+class DeliveryFailed(Exception):
+    """One attempt failed in a way worth retrying (the target is down or answered an error)."""
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -42,25 +42,33 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def payload(job: Job) -> dict[str, Any]:
-    body: dict[str, Any] = {
+    completed = job.status is JobStatus.COMPLETED
+    return {
         "job_id": job.id,
         "status": job.status.value,
         "model": job.model,
         "image_id": job.image_id,
-        "result_url": f"/jobs/{job.id}/result" if job.status.value == "completed" else None,
+        "result_url": f"/jobs/{job.id}/result" if completed else None,
         "result": job.result_meta,
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
     }
-    return body
 
 
 class WebhookSender:
-    def __init__(self, secret: str, max_attempts: int = 5, backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        secret: str,
+        policy: CallbackPolicy,
+        *,
+        max_attempts: int = 5,
+        backoff_s: float = 1.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.secret = secret
+        self.policy = policy
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        # Redirects are never followed: a callback must not be bounced to another host.
-        self.client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+        self.client = httpx.AsyncClient(timeout=10.0, follow_redirects=False, transport=transport)
         self.pending: set[asyncio.Task[bool]] = set()
 
     def schedule(self, job: Job) -> None:
@@ -72,28 +80,53 @@ class WebhookSender:
         """POST the job's final state; True once a 2xx answer came back."""
         assert job.callback_url
         body = json.dumps(payload(job)).encode()
-        for attempt in range(1, self.max_attempts + 1):
-            timestamp = str(int(time.time()))
-            headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp}
-            if self.secret:
-                headers[SIGNATURE_HEADER] = sign(self.secret, timestamp, body)
-            try:
-                response = await self.client.post(job.callback_url, content=body, headers=headers)
-                if 200 <= response.status_code < 300:
-                    return True
-                reason = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                reason = type(exc).__name__
-            log.warning(
-                "webhook for job %s failed (%s), attempt %d of %d",
-                job.id,
-                reason,
-                attempt,
-                self.max_attempts,
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(DeliveryFailed),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_exponential(multiplier=self.backoff_s),
+            before_sleep=lambda state: self._log_attempt(job, state),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._post(job.callback_url, body)
+        except (DeliveryFailed, CallbackRefused) as exc:
+            log.warning("webhook for job %s not delivered: %s", job.id, exc)
+            return False
+        return True
+
+    async def _post(self, url: str, body: bytes) -> None:
+        # Resolved and checked on every attempt, and sent to exactly the address checked.
+        target = await self.policy.pin(url)
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "Host": target.host_header,
+            TIMESTAMP_HEADER: timestamp,
+        }
+        if self.secret:
+            headers[SIGNATURE_HEADER] = sign(self.secret, timestamp, body)
+        try:
+            response = await self.client.post(
+                target.url, content=body, headers=headers, extensions=target.extensions
             )
-            if attempt < self.max_attempts:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        return False
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(type(exc).__name__) from exc
+        if response.is_redirect:
+            raise CallbackRefused(f"HTTP {response.status_code}: redirects are not followed")
+        if not response.is_success:
+            raise DeliveryFailed(f"HTTP {response.status_code}")
+
+    def _log_attempt(self, job: Job, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "webhook for job %s failed (%s), attempt %d of %d",
+            job.id,
+            error,
+            state.attempt_number,
+            self.max_attempts,
+        )
 
     async def close(self) -> None:
         for task in list(self.pending):

@@ -6,11 +6,22 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
+from httpx_sse import connect_sse
+from typing_extensions import Unpack
 
 ImageInput = bytes | str | Path
+
+
+class EditFields(TypedDict, total=False):
+    """The optional parts of an edit, as keywords."""
+
+    model: str | None
+    negative_prompt: str | None
+    options: dict[str, Any] | None
+    callback_url: str | None
 
 
 class QieError(Exception):
@@ -89,42 +100,30 @@ class QieClient:
         self.http.close()
 
     def _form(
-        self,
-        images: ImageInput | Sequence[ImageInput],
-        prompt: str,
-        model: str | None,
-        negative_prompt: str | None,
-        options: dict[str, Any] | None,
-        extra: dict[str, str] | None = None,
+        self, images: ImageInput | Sequence[ImageInput], prompt: str, fields: EditFields
     ) -> dict[str, Any]:
         many: Sequence[ImageInput] = (
             images if isinstance(images, (list, tuple)) else [images]  # type: ignore[list-item]
         )
         files = [("image", _read(img)) for img in many]
-        data: dict[str, str] = {"prompt": prompt, **(extra or {})}
-        if model:
-            data["model"] = model
-        if negative_prompt:
-            data["negative_prompt"] = negative_prompt
-        if options:
-            data["options"] = json.dumps(options)
+        data: dict[str, str] = {"prompt": prompt}
+        for name in ("model", "negative_prompt", "callback_url"):
+            value = fields.get(name)
+            if value:
+                data[name] = str(value)
+        if fields.get("options"):
+            data["options"] = json.dumps(fields["options"])
         return {"files": files, "data": data}
 
     def edit(
-        self,
-        images: ImageInput | Sequence[ImageInput],
-        prompt: str,
-        *,
-        model: str | None = None,
-        negative_prompt: str | None = None,
-        options: dict[str, Any] | None = None,
+        self, images: ImageInput | Sequence[ImageInput], prompt: str, **fields: Unpack[EditFields]
     ) -> EditResult:
         """One blocking POST /process; returns the edited image and its metadata.
 
         Asks for the raw image (metadata in X-* headers), which spares both sides the base64 and
-        JSON of the seed's response format.
+        JSON of the seed's response format. Keywords: model, negative_prompt, options.
         """
-        form = self._form(images, prompt, model, negative_prompt, options)
+        form = self._form(images, prompt, fields)
         response = self.http.post("/process", headers={"Accept": "image/*"}, **form)
         _raise_for_error(response)
         h = response.headers
@@ -147,15 +146,12 @@ class QieClient:
         images: ImageInput | Sequence[ImageInput],
         prompt: str,
         *,
-        model: str | None = None,
-        negative_prompt: str | None = None,
-        options: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
-        callback_url: str | None = None,
+        **fields: Unpack[EditFields],
     ) -> str:
-        """Start a job (Prefer: respond-async); returns its id."""
-        extra = {"callback_url": callback_url} if callback_url else None
-        form = self._form(images, prompt, model, negative_prompt, options, extra)
+        """Start a job (Prefer: respond-async); returns its id. Keywords: model,
+        negative_prompt, options, callback_url, and an Idempotency-Key."""
+        form = self._form(images, prompt, fields)
         headers = {"Prefer": "respond-async"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
@@ -182,28 +178,24 @@ class QieClient:
         return response.content
 
     def events(self, job_id: str, last_event_id: int | None = None) -> Iterator[Event]:
-        """The job's server-sent events, until a final one (completed, failed, cancelled)."""
+        """The job's server-sent events, until a final one (completed, failed, cancelled).
+
+        A job that expires while it is followed ends the stream with QieError (410).
+        """
         headers = {"Last-Event-ID": str(last_event_id)} if last_event_id else {}
-        with self.http.stream("GET", f"/jobs/{job_id}/events", headers=headers) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for_error(response)
-            fields: dict[str, str] = {}
-            for line in response.iter_lines():
-                if line:
-                    name, _, value = line.partition(":")
-                    fields[name] = fields.get(name, "") + value.removeprefix(" ")
+        with connect_sse(self.http, "GET", f"/jobs/{job_id}/events", headers=headers) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                _raise_for_error(source.response)
+            for sse in source.iter_sse():
+                if not sse.data:  # a keep-alive comment: nothing happened
                     continue
-                if "data" in fields and "event" in fields:
-                    event = Event(
-                        id=int(fields.get("id", "0") or 0),
-                        event=fields["event"],
-                        data=json.loads(fields["data"]),
-                    )
-                    yield event
-                    if event.event in TERMINAL_EVENTS:
-                        return
-                fields = {}
+                data = json.loads(sse.data)
+                if sse.event == "error":
+                    raise QieError(410, data["code"], data["message"])
+                yield Event(id=int(sse.id or 0), event=sse.event, data=data)
+                if sse.event in TERMINAL_EVENTS:
+                    return
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = self.http.get("/health").json()

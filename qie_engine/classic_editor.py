@@ -6,7 +6,8 @@ import dataclasses
 import time
 from typing import Any
 
-from qie_engine.classic_ops import VOCABULARY, Operation, apply_operation, parse_instruction
+from qie_engine.classic_instructions import VOCABULARY, parse_instruction
+from qie_engine.classic_ops import ClassicLimits, Operation, apply_operation
 from qie_engine.contract import ProgressEvent, ResultMeta
 from qie_engine.edit_request import EditRequest, RequestLimits
 from qie_engine.editor import CancelledFn, EditOutcome, ProgressFn
@@ -20,12 +21,14 @@ class ClassicEditor:
         self.name = name
         # Every operation works on exactly one image, whatever limits the caller passes.
         self.limits = dataclasses.replace(limits or RequestLimits(), max_images=1)
+        # No instruction may grow an image beyond what could have been uploaded.
+        self.operation_limits = ClassicLimits(max_result_pixels=self.limits.image.max_pixels)
 
     def edit(
         self, request: EditRequest, on_progress: ProgressFn, is_cancelled: CancelledFn
     ) -> EditOutcome:
         """Apply the parsed operations in order, reporting progress after each one."""
-        operations = parse_instruction(request.prompt)
+        operations = parse_instruction(request.prompt, self.operation_limits)
         options = request.options
         if options.width is not None or options.height is not None:
             operations.append(_final_resize(options.width, options.height))
@@ -35,7 +38,7 @@ class ClassicEditor:
         for step, op in enumerate(operations, start=1):
             if is_cancelled():
                 raise Cancelled("the request was cancelled")
-            image = apply_operation(image, op)
+            image = apply_operation(image, op, self.operation_limits)
             on_progress(
                 ProgressEvent(
                     step=step,

@@ -31,6 +31,7 @@ class OutputFormat(str, Enum):
 
 class Preset(str, Enum):
     FAST = "fast"
+    BALANCED = "balanced"
     QUALITY = "quality"
 
 
@@ -39,7 +40,11 @@ class EditOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
 
-    preset: Preset | None = Field(None, description="fast (few steps, no true CFG) or quality")
+    preset: Preset | None = Field(
+        None,
+        description="fast (Lightning, few steps, no true CFG), balanced (quality's schedule with "
+        "step caching) or quality (the model card's 50 steps with true CFG)",
+    )
     steps: Annotated[int, Field(ge=1, le=100, strict=True)] | None = Field(
         None, description="Denoising steps; overrides the preset."
     )
@@ -81,6 +86,10 @@ class ResultMeta(BaseModel):
     )
     timings: dict[str, float] = Field(default_factory=dict)
     operations: list[str] = Field(default_factory=list)
+    preset: Preset | None = Field(None, description="The preset the edit ran (Qwen models).")
+    cached_steps: int = Field(
+        0, description="Denoising steps served from the step cache instead of a full pass."
+    )
 
 
 def parse_options(raw: bytes | str | None) -> EditOptions:

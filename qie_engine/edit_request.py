@@ -20,6 +20,16 @@ class RequestLimits:
     max_images: int = 1
 
 
+@dataclass(frozen=True)
+class RawEdit:
+    """One edit as it arrives: the tensors' bytes, before any check."""
+
+    images: list[bytes]
+    prompt: bytes | str
+    negative_prompt: bytes | str | None = None
+    options: bytes | str | None = None
+
+
 @dataclass
 class EditRequest:
     images: list[Image.Image]
@@ -56,16 +66,11 @@ def _text(value: bytes | str, name: str) -> str:
         raise InvalidInput(f"{name} is not valid UTF-8") from None
 
 
-def parse_request(
-    images: list[bytes],
-    prompt: bytes | str,
-    negative_prompt: bytes | str | None,
-    options: bytes | str | None,
-    limits: RequestLimits,
-) -> EditRequest:
+def parse_request(raw: RawEdit, limits: RequestLimits) -> EditRequest:
     """Check everything cheap first (counts, text, options, headers), then decode the pixels."""
+    images, negative_prompt = raw.images, raw.negative_prompt
     check_image_count(len(images), limits.max_images)
-    prompt_text = check_prompt(_text(prompt, "prompt"), limits.max_prompt_chars)
+    prompt_text = check_prompt(_text(raw.prompt, "prompt"), limits.max_prompt_chars)
     negative = None
     if negative_prompt is not None and _text(negative_prompt, "negative_prompt").strip():
         negative = check_prompt(
@@ -74,7 +79,7 @@ def parse_request(
             name="negative_prompt",
         )
     try:
-        parsed_options = parse_options(options)
+        parsed_options = parse_options(raw.options)
     except ValueError as exc:
         raise InvalidInput(str(exc), code="invalid_options") from None
     decoded = [decode_image(data, limits.image) for data in images]

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from qie_engine.contract import ProgressEvent, ResultMeta
-from qie_engine.edit_request import EditRequest, RequestLimits, parse_request
+from qie_engine.edit_request import EditRequest, RawEdit, RequestLimits, parse_request
 from qie_engine.errors import Cancelled
 from qie_engine.image_codec import encode_image
 
@@ -40,17 +40,11 @@ class Editor(Protocol):
 
 
 def run_edit(
-    editor: Editor,
-    images: list[bytes],
-    prompt: bytes | str,
-    negative_prompt: bytes | str | None,
-    options: bytes | str | None,
-    on_progress: ProgressFn,
-    is_cancelled: CancelledFn,
+    editor: Editor, raw: RawEdit, on_progress: ProgressFn, is_cancelled: CancelledFn
 ) -> tuple[bytes, ResultMeta]:
     """Validate, edit and encode; raises InvalidInput, Cancelled or EngineError."""
     started = time.perf_counter()
-    request = parse_request(images, prompt, negative_prompt, options, editor.limits)
+    request = parse_request(raw, editor.limits)
     decoded = time.perf_counter()
     outcome = editor.edit(request, on_progress, is_cancelled)
     if is_cancelled():

@@ -10,18 +10,28 @@ from qie_engine.contract import Preset
 from qie_engine.edit_request import DEFAULT_MAX_PROMPT_CHARS, RequestLimits
 from qie_engine.errors import EngineError
 from qie_engine.image_codec import ImageLimits
-from qie_engine.qwen_settings import OffloadMode, QwenSettings
+from qie_engine.presets import DEFAULT_PRESET, FAST_STEP_CHOICES, PRESETS, preset_names
+from qie_engine.qwen_settings import (
+    OFFLOAD_MODES,
+    QUANTIZATION_MODES,
+    OffloadMode,
+    QuantizationMode,
+    QwenSettings,
+)
 
 # Parameters an operator may override with an environment variable of the same name.
 OVERRIDABLE = (
     "MODEL_ID",
     "DEVICE",
     "LORA_PATH",
+    "FAST_STEPS",
     "CPU_OFFLOAD",
+    "QUANTIZATION",
     "ATTENTION_BACKEND",
     "COMPILE_BLOCKS",
+    "BATCHED_CFG",
+    "PRESETS",
     "DEFAULT_PRESET",
-    "DEV_CONDITION_PIXELS",
     "WARMUP",
     "MAX_IMAGE_BYTES",
     "MAX_PIXELS",
@@ -86,23 +96,62 @@ def request_limits(params: Mapping[str, str], max_images: int = 1) -> RequestLim
     )
 
 
+def _presets(params: Mapping[str, str]) -> tuple[Preset, ...]:
+    raw = params.get("PRESETS", "").strip().lower()
+    if not raw:
+        return tuple(PRESETS)
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in preset_names()]
+    if unknown or not names:
+        raise EngineError(
+            f"parameter PRESETS must list some of {', '.join(preset_names())}; got {raw!r}"
+        )
+    return tuple(Preset(name) for name in dict.fromkeys(names))
+
+
+def _default_preset(params: Mapping[str, str], served: tuple[Preset, ...]) -> Preset:
+    fallback = DEFAULT_PRESET if DEFAULT_PRESET in served else served[0]
+    preset = Preset(_choice(params, "DEFAULT_PRESET", preset_names(), fallback.value))
+    if preset not in served:
+        raise EngineError(
+            f"parameter DEFAULT_PRESET is {preset.value!r}, which PRESETS "
+            f"({', '.join(p.value for p in served)}) does not serve"
+        )
+    return preset
+
+
+def _fast_steps(params: Mapping[str, str]) -> int:
+    steps = _int(params, "FAST_STEPS", FAST_STEP_CHOICES[0])
+    if steps not in FAST_STEP_CHOICES:
+        choices = " or ".join(str(c) for c in FAST_STEP_CHOICES)
+        raise EngineError(
+            f"parameter FAST_STEPS must be {choices} (the Lightning LoRAs' step counts); "
+            f"got {steps}"
+        )
+    return steps
+
+
 def qwen_settings(params: Mapping[str, str]) -> QwenSettings:
     model_id = params.get("MODEL_ID", "").strip()
     if not model_id:
         raise EngineError("MODEL_ID is not set: give a Hugging Face repo id or a local folder")
-    offload: OffloadMode = _choice(  # type: ignore[assignment]
-        params, "CPU_OFFLOAD", ("none", "model", "sequential"), "none"
+    offload: OffloadMode = _choice(params, "CPU_OFFLOAD", OFFLOAD_MODES, "none")  # type: ignore[assignment]
+    quantization: QuantizationMode = _choice(  # type: ignore[assignment]
+        params, "QUANTIZATION", QUANTIZATION_MODES, "none"
     )
-    condition_pixels = params.get("DEV_CONDITION_PIXELS", "").strip()
+    served = _presets(params)
     return QwenSettings(
         model_id=model_id,
         device=_choice(params, "DEVICE", ("auto", "cuda", "cpu"), "auto"),
         lora_path=params.get("LORA_PATH", "").strip() or None,
+        fast_steps=_fast_steps(params),
         cpu_offload=offload,
+        quantization=quantization,
         attention_backend=params.get("ATTENTION_BACKEND", "").strip() or None,
         compile_blocks=_bool(params, "COMPILE_BLOCKS", False),
-        default_preset=Preset(_choice(params, "DEFAULT_PRESET", ("quality", "fast"), "quality")),
-        dev_condition_pixels=_int(params, "DEV_CONDITION_PIXELS", 1) if condition_pixels else None,
+        batched_cfg=_bool(params, "BATCHED_CFG", False),
+        presets=served,
+        default_preset=_default_preset(params, served),
         warmup=_bool(params, "WARMUP", True),
         limits=request_limits(params),
     )

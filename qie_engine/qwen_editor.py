@@ -1,93 +1,42 @@
-"""Qwen-Image-Edit through diffusers: loading, presets, progress and cancel at every step."""
+"""Qwen-Image-Edit behind the Editor interface: presets, progress and cancel at every step.
+
+QwenEditor is handed a built pipeline and its extras (qwen_loader builds them); it loads
+nothing itself. Per request it picks the preset's scheduler, switches the Lightning adapter and
+the step cache, and runs the pipeline with a callback that reports each step and stops on cancel.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import secrets
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
+from qie_engine.batched_cfg import batched_cfg
 from qie_engine.contract import MAX_SEED, EditOptions, Preset, ProgressEvent, ResultMeta
 from qie_engine.edit_request import EditRequest, RequestLimits
 from qie_engine.editor import CancelledFn, EditOutcome, ProgressFn
-from qie_engine.errors import Cancelled, EngineError, InvalidInput
+from qie_engine.errors import Cancelled, InvalidInput
+from qie_engine.lightning import LightningLora, lightning_scheduler
+from qie_engine.model_folder import ModelFolder
+from qie_engine.presets import PRESETS, PresetSpec
+from qie_engine.quantization import describe_quantization
 from qie_engine.qwen_settings import QwenSettings
-from qie_engine.tiny_model import RANDOM_WEIGHTS_KEY
+from qie_engine.step_cache import StepCache
 
 log = logging.getLogger(__name__)
 
-PIPELINES = {"QwenImageEditPipeline": "edit", "QwenImageEditPlusPipeline": "plus"}
-MAX_IMAGES = {"edit": 1, "plus": 3}
-
-
-@dataclass(frozen=True)
-class PresetSpec:
-    steps: int
-    true_cfg_scale: float
-    lightning_scheduler: bool
-
-
-# quality: the model card's settings. fast: Lightning-style distilled sampling (shift-3, no CFG);
-# it is best with a Lightning LoRA (lora_path), and still runs, coarser, without one.
-PRESETS = {
-    Preset.QUALITY: PresetSpec(steps=50, true_cfg_scale=4.0, lightning_scheduler=False),
-    Preset.FAST: PresetSpec(steps=8, true_cfg_scale=1.0, lightning_scheduler=True),
-}
-LIGHTNING_SCHEDULER = {
-    "base_image_seq_len": 256,
-    "base_shift": math.log(3),
-    "max_image_seq_len": 8192,
-    "max_shift": math.log(3),
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "shift_terminal": None,
-    "time_shift_type": "exponential",
-    "use_dynamic_shifting": True,
-}
-
-
-def resolve_model_dir(model_id: str) -> Path:
-    """A local folder as is; otherwise a Hugging Face repo id through the HF cache (HF_HOME)."""
-    local = Path(model_id).expanduser()
-    if local.is_dir():
-        return local
-    if local.is_absolute() or model_id.startswith("."):
-        raise EngineError(f"model folder {model_id} does not exist")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(model_id))
-
-
-def read_model_index(model_dir: Path) -> dict[str, Any]:
-    index_path = model_dir / "model_index.json"
-    if not index_path.is_file():
-        raise EngineError(f"{model_dir} has no model_index.json; is it a diffusers pipeline?")
-    index: dict[str, Any] = json.loads(index_path.read_text())
-    if index.get("_class_name") not in PIPELINES:
-        raise EngineError(
-            f"{model_dir} holds a {index.get('_class_name')}; expected one of {sorted(PIPELINES)}"
-        )
-    return index
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
 _PATCH_LOCK = threading.Lock()
+# The model card's blank negative prompt: diffusers runs true CFG only when one is passed.
+BLANK_NEGATIVE = " "
 
 
 @contextmanager
@@ -95,8 +44,9 @@ def capped_condition_area(pixels: int | None) -> Iterator[None]:
     """Cap the pipelines' internal resize area; the one place the dev model changes diffusers.
 
     Both edit pipelines call their module's `calculate_dimensions(area, ratio)` for the condition
-    and output sizes. With `pixels` set, the module function is swapped for the call's duration
-    (diffusers' files are never edited). With None nothing is touched: the real model's path.
+    and output sizes. With `pixels` set (the dev model's stand-in), the module function is
+    swapped for the call's duration; diffusers' files are never edited. With None nothing is
+    touched: the real model's path.
     """
     if pixels is None:
         yield
@@ -122,95 +72,84 @@ def capped_condition_area(pixels: int | None) -> Iterator[None]:
                 setattr(module, "calculate_dimensions", original)  # noqa: B010
 
 
+@dataclass(frozen=True)
+class PresetExtras:
+    """What the served presets add to the pipeline: fast's LoRA, balanced's step cache."""
+
+    lightning: LightningLora | None = None
+    step_cache: StepCache | None = None
+
+
 class QwenEditor:
-    """A loaded Qwen-Image-Edit (or Plus) pipeline behind the Editor interface."""
+    """A built Qwen-Image-Edit (or Plus) pipeline and its preset extras, as an Editor."""
 
-    def __init__(self, name: str, settings: QwenSettings) -> None:
-        from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
-
+    def __init__(
+        self,
+        name: str,
+        pipe: Any,
+        *,
+        folder: ModelFolder,
+        settings: QwenSettings,
+        extras: PresetExtras | None = None,
+    ) -> None:
         self.name = name
+        self.pipe = pipe
+        self.folder = folder
         self.settings = settings
-        model_dir = resolve_model_dir(settings.model_id)
-        index = read_model_index(model_dir)
-        self.variant = PIPELINES[index["_class_name"]]
-        self.random_weights = bool(index.get(RANDOM_WEIGHTS_KEY, False))
+        self.lightning = extras.lightning if extras else None
+        self.step_cache = extras.step_cache if extras else None
+        self.variant = folder.variant
+        self.random_weights = folder.random_weights
         self.limits = RequestLimits(
             image=settings.limits.image,
             max_prompt_chars=settings.limits.max_prompt_chars,
-            max_images=MAX_IMAGES[self.variant],
+            max_images=folder.max_images,
         )
-        self.device = pick_device(settings.device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        started = time.perf_counter()
-        self.pipe: Any = DiffusionPipeline.from_pretrained(model_dir, dtype=self.dtype)
-        if type(self.pipe).__name__ != index["_class_name"]:  # pragma: no cover - diffusers' job
-            raise EngineError(f"loaded {type(self.pipe).__name__}, expected {index['_class_name']}")
-        self._default_scheduler = self.pipe.scheduler
-        self._lightning_scheduler = FlowMatchEulerDiscreteScheduler.from_config(
-            {**dict(self.pipe.scheduler.config), **LIGHTNING_SCHEDULER}
-        )
-        self._apply_knobs()
-        self.condition_pixels = settings.dev_condition_pixels if self.random_weights else None
-        if settings.dev_condition_pixels and not self.random_weights:
-            log.warning("DEV_CONDITION_PIXELS is ignored: %s has real weights", settings.model_id)
-        self.load_seconds = time.perf_counter() - started
-        log.info(
-            "loaded %s (%s, %s) on %s in %.1fs%s",
-            settings.model_id,
-            index["_class_name"],
-            self.dtype,
-            self.device,
-            self.load_seconds,
-            " - RANDOM WEIGHTS, pixels are meaningless" if self.random_weights else "",
-        )
-        if settings.warmup:
-            self.warm_up()
+        stand_ins = folder.stand_ins
+        self.condition_pixels = stand_ins.condition_pixels if stand_ins else None
+        self.schedulers = {"default": pipe.scheduler, "lightning": lightning_scheduler(pipe)}
+        self.last_batched_calls = 0
 
-    def _apply_knobs(self) -> None:
-        s = self.settings
-        if s.lora_path:
-            self.pipe.load_lora_weights(s.lora_path)
-            self.pipe.fuse_lora()
-        if s.attention_backend:
-            try:
-                self.pipe.transformer.set_attention_backend(s.attention_backend)
-            except (ValueError, ImportError, RuntimeError) as exc:
-                raise EngineError(f"attention backend {s.attention_backend!r}: {exc}") from None
-        if s.cpu_offload != "none" and self.device.type == "cuda":
-            if s.cpu_offload == "model":
-                self.pipe.enable_model_cpu_offload()
-            else:
-                self.pipe.enable_sequential_cpu_offload()
-        else:
-            if s.cpu_offload != "none":
-                log.warning(
-                    "cpu_offload=%s needs CUDA; running fully on %s", s.cpu_offload, self.device
-                )
-            self.pipe.to(self.device)
-        if s.compile_blocks:
-            self.pipe.transformer.compile_repeated_blocks(fullgraph=True)
-        self.pipe.set_progress_bar_config(disable=True)
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.pipe._execution_device)
 
-    def warm_up(self) -> None:
-        """One short run, so the first real request pays no lazy init or compile cost."""
-        started = time.perf_counter()
-        request = EditRequest(
-            images=[Image.new("RGB", (256, 256), (127, 127, 127))] * 1,
-            image_infos=[],
-            prompt="warm up",
-            negative_prompt=None,
-            options=EditOptions(steps=2, seed=0, true_cfg_scale=1.0),
-        )
-        self.edit(request, lambda _event: None, lambda: False)
-        log.info("%s warmed up in %.1fs", self.name, time.perf_counter() - started)
+    # ----- presets
 
     def resolve_generation(self, options: EditOptions) -> tuple[PresetSpec, int, float]:
-        preset = PRESETS[options.preset or self.settings.default_preset]
-        steps = options.steps if options.steps is not None else preset.steps
-        cfg = (
-            options.true_cfg_scale if options.true_cfg_scale is not None else preset.true_cfg_scale
-        )
-        return preset, steps, cfg
+        preset = options.preset or self.settings.default_preset
+        if preset not in self.settings.presets:
+            served = ", ".join(p.value for p in self.settings.presets)
+            raise InvalidInput(
+                f"{self.name} does not serve the {preset.value} preset; it serves: {served}",
+                code="invalid_options",
+            )
+        spec = PRESETS[preset]
+        steps = options.steps if options.steps is not None else self.preset_steps(spec)
+        cfg = options.true_cfg_scale if options.true_cfg_scale is not None else spec.true_cfg_scale
+        return spec, steps, cfg
+
+    def preset_steps(self, spec: PresetSpec) -> int:
+        return self.settings.fast_steps if spec.preset is Preset.FAST else spec.steps
+
+    @contextmanager
+    def _preset_applied(self, spec: PresetSpec, steps: int, cfg: float) -> Iterator[None]:
+        """The scheduler, adapter, cache and CFG batching this request's preset asks for."""
+        batch_cfg = self.settings.batched_cfg and cfg > 1.0
+        self.pipe.scheduler = self.schedulers[spec.scheduler]
+        with ExitStack() as stack:
+            if self.lightning is not None:
+                stack.enter_context(self.lightning.active(spec.lightning_lora))
+            if self.step_cache is not None:
+                separate = cfg > 1.0 and not batch_cfg
+                self.step_cache.configure(on=spec.step_cache, steps=steps, separate_cfg=separate)
+            batcher = stack.enter_context(batched_cfg(self.pipe)) if batch_cfg else None
+            stack.enter_context(capped_condition_area(self.condition_pixels))
+            stack.enter_context(torch.inference_mode())
+            yield
+            self.last_batched_calls = batcher.batched_calls if batcher is not None else 0
+
+    # ----- one edit
 
     def output_size(
         self, options: EditOptions, image: Image.Image
@@ -236,12 +175,10 @@ class QwenEditor:
                 f"{self.name} takes at most {self.limits.max_images} image(s)", code="image_count"
             )
         options = request.options
-        preset, steps, cfg = self.resolve_generation(options)
+        spec, steps, cfg = self.resolve_generation(options)
         seed = options.seed if options.seed is not None else secrets.randbelow(MAX_SEED + 1)
         width, height = self.output_size(options, request.images[0])
-        negative = request.negative_prompt
-        if cfg > 1.0 and negative is None:
-            negative = " "  # true CFG needs a negative prompt; the model card uses a blank one
+        negative = request.negative_prompt if request.negative_prompt else BLANK_NEGATIVE
         started = time.perf_counter()
 
         def on_step_end(_pipe: Any, index: int, _timestep: Any, _kwargs: dict[str, Any]) -> dict:
@@ -257,11 +194,8 @@ class QwenEditor:
 
         if is_cancelled():
             raise Cancelled("cancelled before the first step")
-        self.pipe.scheduler = (
-            self._lightning_scheduler if preset.lightning_scheduler else self._default_scheduler
-        )
         images: Any = request.images if self.variant == "plus" else request.images[0]
-        with capped_condition_area(self.condition_pixels), torch.inference_mode():
+        with self._preset_applied(spec, steps, cfg):
             result = self.pipe(
                 image=images,
                 prompt=request.prompt,
@@ -274,6 +208,7 @@ class QwenEditor:
                 callback_on_step_end=on_step_end,
             )
         image: Image.Image = result.images[0]
+        cached = self.step_cache.cached_steps() if self.step_cache and spec.step_cache else 0
         meta = ResultMeta(
             model=self.name,
             seed=seed,
@@ -283,11 +218,31 @@ class QwenEditor:
             format=options.output_format,
             random_weights=self.random_weights,
             timings={"denoise_s": round(time.perf_counter() - started, 4)},
+            preset=spec.preset,
+            cached_steps=cached,
         )
         return EditOutcome(image=image, meta=meta)
 
+    def warm_up(self) -> None:
+        """Two steps of each served preset, so no first request pays lazy init or compile."""
+        for preset in self.settings.presets:
+            started = time.perf_counter()
+            request = EditRequest(
+                images=[Image.new("RGB", (256, 256), (127, 127, 127))],
+                image_infos=[],
+                prompt="warm up",
+                negative_prompt=None,
+                options=EditOptions(preset=preset, steps=2, seed=0),
+            )
+            self.edit(request, lambda _event: None, lambda: False)
+            log.info(
+                "%s warmed up %s in %.1fs", self.name, preset.value, time.perf_counter() - started
+            )
+
+    # ----- facts for clients
+
     def describe(self) -> dict[str, Any]:
-        _, steps, cfg = self.resolve_generation(EditOptions())
+        default, steps, cfg = self.resolve_generation(EditOptions())
         return {
             "variant": self.variant,
             "pipeline": type(self.pipe).__name__,
@@ -295,14 +250,15 @@ class QwenEditor:
             "random_weights": self.random_weights,
             "max_images": self.limits.max_images,
             "device": self.device.type,
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "defaults": {
-                "preset": self.settings.default_preset.value,
-                "steps": steps,
-                "true_cfg_scale": cfg,
-            },
+            "dtype": str(self.pipe.transformer.dtype).removeprefix("torch."),
+            "quantization": self.settings.quantization,
+            "transformer_weights": describe_quantization(self.pipe),
+            "cpu_offload": self.settings.cpu_offload,
+            "batched_cfg": self.settings.batched_cfg,
+            "lightning_lora": str(self.lightning.source) if self.lightning else None,
+            "defaults": {"preset": default.preset.value, "steps": steps, "true_cfg_scale": cfg},
             "presets": {
-                p.value: {"steps": spec.steps, "true_cfg_scale": spec.true_cfg_scale}
-                for p, spec in PRESETS.items()
+                p.value: {**PRESETS[p].describe(), "steps": self.preset_steps(PRESETS[p])}
+                for p in self.settings.presets
             },
         }

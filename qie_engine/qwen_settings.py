@@ -7,8 +7,12 @@ from typing import Literal
 
 from qie_engine.contract import Preset
 from qie_engine.edit_request import RequestLimits
+from qie_engine.presets import DEFAULT_PRESET, PRESETS
 
 OffloadMode = Literal["none", "model", "sequential"]
+QuantizationMode = Literal["none", "fp8", "int8", "nf4"]
+OFFLOAD_MODES: tuple[OffloadMode, ...] = ("none", "model", "sequential")
+QUANTIZATION_MODES: tuple[QuantizationMode, ...] = ("none", "fp8", "int8", "nf4")
 
 
 @dataclass(frozen=True)
@@ -17,13 +21,17 @@ class QwenSettings:
 
     model_id: str
     device: str = "auto"
+    # The Lightning LoRA for fast: None picks the one made for the model family on the hub
+    # (downloaded once into HF_HOME); a local file or folder, or a hub "owner/repo/file", wins.
     lora_path: str | None = None
+    fast_steps: int = 8  # 8 or 4: which Lightning LoRA, and fast's step count
     cpu_offload: OffloadMode = "none"
+    quantization: QuantizationMode = "none"
     attention_backend: str | None = None
     compile_blocks: bool = False
-    default_preset: Preset = Preset.QUALITY
-    # Dev model only (ignored for real weights): caps the ~1 MP area the edit pipelines resize
-    # every condition image to, which dominates a tiny model's CPU time.
-    dev_condition_pixels: int | None = None
+    # Cond and uncond in one batch-2 transformer call; off until a GPU shows it pays.
+    batched_cfg: bool = False
+    presets: tuple[Preset, ...] = tuple(PRESETS)
+    default_preset: Preset = DEFAULT_PRESET
     warmup: bool = True
     limits: RequestLimits = field(default_factory=RequestLimits)

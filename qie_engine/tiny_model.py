@@ -3,6 +3,10 @@
 Its pixels are meaningless: it exists so the real loading and denoising code runs on a CPU
 machine with no download. Plus variants (2509/2511) share every component; only the pipeline
 class in model_index.json differs.
+
+Beside the weights it writes its stand-ins (model_folder.DevStandIns, in model_index.json): a
+tiny random LoRA in the Lightning LoRA's place, the step-cache threshold that random weights
+need, and a cap on the condition-image area. Every preset then runs the production code path.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 import torch
 
+from qie_engine.model_folder import DEV_STAND_INS_KEY, RANDOM_WEIGHTS_KEY, DevStandIns
+
 SPECIAL_TOKENS = [
     "<|im_start|>",
     "<|im_end|>",
@@ -22,7 +28,12 @@ SPECIAL_TOKENS = [
     "<|video_pad|>",
     "<|endoftext|>",
 ]
-RANDOM_WEIGHTS_KEY = "_qie_random_weights"  # in model_index.json; "_" keys are ignored by diffusers
+# The tiny model's stand-ins. 256 x 256 condition images instead of ~1 MP keep a step at a
+# fraction of a second; 0.6 sits above the 0.24-0.52 residual diffs that random weights give,
+# so balanced really serves steps from its cache (the real model keeps cache-dit's 0.12).
+LORA_FOLDER = "lightning_lora"
+STAND_INS = DevStandIns(condition_pixels=65536, cache_threshold=0.6, lightning_lora=LORA_FOLDER)
+LORA_TARGETS = ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"]
 
 
 def _byte_level_vocab() -> dict[str, int]:
@@ -136,13 +147,33 @@ def build_tiny_pipeline(variant: str = "edit", seed: int = 0) -> Any:
     )
 
 
+def save_tiny_lora(pipe: Any, target: Path, seed: int = 0) -> Path:
+    """A random LoRA for the tiny transformer, in the diffusers LoRA format (like Lightning's).
+
+    It is added to `pipe.transformer` in memory only, after the base weights were saved.
+    """
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed + 1)
+    # init_lora_weights=False: random A and B, so the LoRA really changes the output.
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, init_lora_weights=False)
+    pipe.transformer.add_adapter(config)
+    type(pipe).save_lora_weights(
+        target, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer)
+    )
+    return target
+
+
 def save_tiny_pipeline(target: Path, variant: str = "edit", seed: int = 0) -> Path:
-    """Write the tiny pipeline with save_pretrained and mark it as random weights."""
+    """Write the tiny pipeline with save_pretrained, its stand-ins, and the random-weights mark."""
     pipe = build_tiny_pipeline(variant=variant, seed=seed)
     target.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(target)
+    save_tiny_lora(pipe, target / LORA_FOLDER, seed=seed)
     index_path = target / "model_index.json"
     index = json.loads(index_path.read_text())
     index[RANDOM_WEIGHTS_KEY] = True
+    index[DEV_STAND_INS_KEY] = STAND_INS.to_json()
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     return target

@@ -22,10 +22,30 @@ from qie_engine.contract import (
     OUTPUT_IMAGE,
     ProgressEvent,
 )
+from qie_engine.edit_request import RawEdit
 from qie_engine.editor import Editor, run_edit
 from qie_engine.errors import Cancelled, EngineError, InvalidInput
 
 log = logging.getLogger("qie_engine.triton")
+
+
+OUTCOMES = ("completed", "cancelled", "refused", "failed")
+
+
+class ServedCounts:
+    """What this model instance did: steps run, and edit requests by how they ended.
+
+    Part of its DESCRIBE answer (`served`), so a client can see what the model itself did
+    (e.g. that a cancel stopped it within a step) without reading log lines. Plain counters in
+    the instance's own process: nothing to send anywhere while an edit runs.
+    """
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"steps": self.steps, **self.outcomes}
 
 
 def error_message(exc: EngineError) -> str:
@@ -39,6 +59,7 @@ class RequestAdapter:
     def __init__(self, editor: Editor, pb_utils: Any) -> None:
         self.editor = editor
         self.pb = pb_utils
+        self.served = ServedCounts()
 
     def _bytes_input(self, request: Any, name: str) -> list[bytes] | None:
         tensor = self.pb.get_input_tensor_by_name(request, name)
@@ -65,33 +86,49 @@ class RequestAdapter:
         sender = request.get_response_sender()
         final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         request_id = request.request_id() or "-"
+        traced = {"request_id": request_id}
         started = time.perf_counter()
+        outcome = "failed"
         try:
             response = self._run(request, sender)
         except InvalidInput as exc:
-            log.info("request %s refused: %s", request_id, exc)
+            log.info("request %s refused: %s", request_id, exc, extra=traced)
             response = self._error(error_message(exc), self.pb.TritonError.INVALID_ARG)
+            outcome = "refused"
         except Cancelled as exc:
-            log.info("request %s cancelled: %s", request_id, exc)
+            log.info("request %s cancelled: %s", request_id, exc, extra=traced)
             response = self._error(error_message(exc), self.pb.TritonError.CANCELLED)
+            outcome = "cancelled"
         except EngineError as exc:
-            log.error("request %s failed: %s", request_id, exc)
+            log.error("request %s failed: %s", request_id, exc, extra=traced)
             response = self._error(error_message(exc), self.pb.TritonError.INTERNAL)
         except Exception as exc:
-            log.exception("request %s crashed", request_id)
+            log.exception("request %s crashed", request_id, extra=traced)
             message = f"[internal] the edit failed ({type(exc).__name__}); see the server log"
             response = self._error(message, self.pb.TritonError.INTERNAL)
         else:
-            log.info("request %s done in %.3fs", request_id, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            log.info("request %s done in %.3fs", request_id, elapsed, extra=traced)
+            outcome = "completed"
+        if not self._describes(request):
+            self.served.outcomes[outcome] += 1
         try:
             sender.send(response, flags=final)
         except Exception:  # the client is gone; nothing more to tell it
             log.info("request %s: final response not delivered", request_id)
 
-    def _run(self, request: Any, sender: Any) -> Any:
+    def _describes(self, request: Any) -> bool:
         describe = self.pb.get_input_tensor_by_name(request, INPUT_DESCRIBE)
-        if describe is not None and bool(np.asarray(describe.as_numpy()).reshape(-1)[0]):
-            payload = {"type": "describe", "model": self.editor.name, **self.editor.describe()}
+        return describe is not None and bool(np.asarray(describe.as_numpy()).reshape(-1)[0])
+
+    def _run(self, request: Any, sender: Any) -> Any:
+        if self._describes(request):
+            payload = {
+                "type": "describe",
+                "model": self.editor.name,
+                **self.editor.describe(),
+                "served": self.served.as_dict(),
+            }
             return self.pb.InferenceResponse(output_tensors=[self._event_tensor(payload)])
         images = self._bytes_input(request, INPUT_IMAGES)
         prompt = self._single(request, INPUT_PROMPT)
@@ -101,6 +138,7 @@ class RequestAdapter:
             raise InvalidInput(f"{INPUT_PROMPT} is required")
 
         def on_progress(event: ProgressEvent) -> None:
+            self.served.steps += 1
             if request.is_cancelled():
                 return
             response = self.pb.InferenceResponse(
@@ -108,15 +146,13 @@ class RequestAdapter:
             )
             sender.send(response)
 
-        data, meta = run_edit(
-            self.editor,
-            images,
-            prompt,
-            self._single(request, INPUT_NEGATIVE_PROMPT),
-            self._single(request, INPUT_OPTIONS),
-            on_progress,
-            request.is_cancelled,
+        raw = RawEdit(
+            images=images,
+            prompt=prompt,
+            negative_prompt=self._single(request, INPUT_NEGATIVE_PROMPT),
+            options=self._single(request, INPUT_OPTIONS),
         )
+        data, meta = run_edit(self.editor, raw, on_progress, request.is_cancelled)
         image = self.pb.Tensor(OUTPUT_IMAGE, np.array([data], dtype=object))
         return self.pb.InferenceResponse(
             output_tensors=[self._event_tensor(meta.model_dump(mode="json")), image]

@@ -1,129 +1,92 @@
 """`make run`: tritonserver plus the gateway on port 8000, until Ctrl-C stops both.
 
 With no MODEL_ID it serves the tiny random-weight dev model (meaningless pixels) beside
-classic_edit. Every child runs in its own process group, and all of them are stopped on exit.
+classic_edit. The parts come from scripts/stack.py, which the tests and benchmarks use too.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DEV_MODEL = ROOT / "models" / "tiny-qwen-image-edit"
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.stack import ROOT, GatewayProcess, TritonServer, http_ok, stop_on_sigterm
 
 
 def say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
 
 
-def triton_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHON=sys.executable)
-    if not env.get("MODEL_ID"):
-        env["MODEL_ID"] = str(DEV_MODEL)
-        env.setdefault("DEV_CONDITION_PIXELS", "65536")
-        say(f"MODEL_ID is not set: serving the tiny dev model {DEV_MODEL} (RANDOM WEIGHTS)")
+def gateway_env(grpc_port: int) -> dict[str, str]:
+    env = {
+        "GATEWAY_PORT": os.environ.get("GATEWAY_PORT", "8000"),
+        "TRITON_URLS": os.environ.get("TRITON_URLS", f"127.0.0.1:{grpc_port}"),
+    }
+    if not os.environ.get("GATEWAY_API_KEYS"):
+        env["GATEWAY_AUTH_DISABLED"] = os.environ.get("GATEWAY_AUTH_DISABLED", "true")
+        say("GATEWAY_API_KEYS is not set: API key auth is OFF (local use only)")
     return env
 
 
-def wait_ready(url: str, child: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return False
-
-
-def ready_models(http_port: str) -> list[str]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{http_port}/v2/repository/index", data=b"{}", method="POST"
+def start_triton() -> TritonServer | None:
+    ports = tuple(
+        int(os.environ.get(name, default))
+        for name, default in (
+            ("TRITON_HTTP_PORT", "8003"),
+            ("TRITON_GRPC_PORT", "8001"),
+            ("TRITON_METRICS_PORT", "8002"),
+        )
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        index = json.load(response)
-    return [m["name"] for m in index if m.get("state") == "READY"]
-
-
-def stop(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-
-
-def interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+    log_dir = ROOT / ".triton"
+    log_dir.mkdir(exist_ok=True)
+    model_id = os.environ.get("MODEL_ID") or None
+    if model_id is None:
+        say("MODEL_ID is not set: serving the tiny dev model (RANDOM WEIGHTS, meaningless pixels)")
+    models = os.environ.get("TRITON_MODELS", "classic_edit,qwen_image_edit").split(",")
+    triton = TritonServer(
+        [m for m in models if m],
+        model_id=model_id,
+        ports=(ports[0], ports[1], ports[2]),
+        log_path=log_dir / "tritonserver.log",
+    )
+    triton.log_path.write_bytes(b"")
+    say(f"starting tritonserver (log: {triton.log_path.relative_to(ROOT)}) ...")
+    triton.start()
+    try:
+        triton.wait_ready(timeout=600)
+    except (RuntimeError, TimeoutError) as exc:
+        say(f"tritonserver did not become ready:\n{exc}")
+        triton.stop()
+        return None
+    say(f"Triton ready: gRPC {triton.grpc_url}, HTTP {triton.http_port}, metrics "
+        f"{triton.metrics_port}; models: {', '.join(triton.models)}")  # fmt: skip
+    return triton
 
 
 def main() -> int:
-    # Ctrl-C and a plain `kill` both stop everything, even when started from a script that
-    # left SIGINT ignored.
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-    env = triton_env()
-    http_port = env.setdefault("TRITON_HTTP_PORT", "8003")
-    grpc_port = env.setdefault("TRITON_GRPC_PORT", "8001")
-    env.setdefault("TRITON_METRICS_PORT", "8002")
-    gateway_port = env.setdefault("GATEWAY_PORT", "8000")
-    env.setdefault("TRITON_URLS", f"127.0.0.1:{grpc_port}")
-    if not env.get("GATEWAY_API_KEYS"):
-        env.setdefault("GATEWAY_AUTH_DISABLED", "true")
-        say("GATEWAY_API_KEYS is not set: API key auth is OFF (local use only)")
-    log_dir = ROOT / ".triton"
-    log_dir.mkdir(exist_ok=True)
-    triton_log = log_dir / "tritonserver.log"
-    children: list[subprocess.Popen[bytes]] = []
+    stop_on_sigterm()
+    triton = start_triton()
+    if triton is None:
+        return 1
+    gateway = GatewayProcess(
+        gateway_env(triton.grpc_port), log_path=Path(os.devnull), inherit_output=True
+    )
     try:
-        say(f"starting tritonserver (log: {triton_log.relative_to(ROOT)}) ...")
-        with triton_log.open("wb") as log_file:
-            triton = subprocess.Popen(
-                [str(ROOT / "scripts" / "start_triton.sh")],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        children.append(triton)
-        if not wait_ready(f"http://127.0.0.1:{http_port}/v2/health/ready", triton, 600):
-            say("tritonserver did not become ready; last log lines:")
-            print("\n".join(triton_log.read_text(errors="replace").splitlines()[-25:]))
+        gateway.start()
+        if not _wait(f"{gateway.url}/health/live", gateway, 60):
+            say("the gateway did not start")
             return 1
-        say(
-            f"Triton ready: gRPC 127.0.0.1:{grpc_port}, HTTP {http_port}, metrics "
-            f"{env['TRITON_METRICS_PORT']}; models: {', '.join(ready_models(http_port))}"
-        )
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "gateway"], env=env, cwd=ROOT, start_new_session=True
-        )
-        children.append(gateway)
-        if not wait_ready(f"http://127.0.0.1:{gateway_port}/health", gateway, 60):
-            say("the gateway did not become ready")
-            return 1
-        say(f"gateway ready: http://127.0.0.1:{gateway_port}  (docs: /docs, metrics: /metrics)")
+        say(f"gateway ready: {gateway.url}  (docs: /docs, metrics: /metrics)")
         say(
             "try: curl -F image=@photo.jpg -F prompt='make it black and white' "
-            f"-F model=classic_edit http://127.0.0.1:{gateway_port}/process"
+            f"-F model=classic_edit {gateway.url}/process"
         )
         say("Ctrl-C stops everything")
-        while all(child.poll() is None for child in children):
+        while triton.running and gateway.running:
             time.sleep(0.5)
         say("a process exited; stopping the rest")
         return 1
@@ -131,7 +94,17 @@ def main() -> int:
         say("stopping ...")
         return 0
     finally:
-        stop(children)
+        gateway.stop(timeout=15)
+        triton.stop(timeout=15)
+
+
+def _wait(url: str, child: GatewayProcess, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and child.running:
+        if http_ok(url):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.triton_server import TritonServer
+from scripts.stack import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,29 +145,51 @@ def test_overhead_smoke_times_three_ways_and_saves_a_profile(
 
 
 def test_gpu_benchmark_tiny_runs_every_part_on_the_cpu(tmp_path: Path) -> None:
-    run_benchmark("gpu_benchmark", tmp_path, "--tiny")
+    run_benchmark("gpu_benchmark", tmp_path, "--tiny", "--queue-depth", "2", timeout=600)
     plan = saved(tmp_path, "gpu_benchmark-plan-tiny")["result"]
     assert plan["all_ok"] is True  # the full-size configs give the published parameter counts
     assert plan["text_encoder_sequence_1mp"]["image_tokens"] > 0
-    assert plan["shrunk_engine_run"]["s_per_image"] > 0
+    assert set(plan["shrunk_engine_run"]) == {"quality", "balanced", "fast"}
+    assert all(run["s_per_image"] > 0 for run in plan["shrunk_engine_run"].values())
 
-    stock = saved(tmp_path, "gpu_benchmark-stock-tiny")["result"]
-    for label in ("fast", "quality"):
-        assert stock[label]["s_per_image"] > 0
-        assert stock[label]["s_per_step"] > 0
-        assert stock[label]["steps_seen"] == stock[label]["steps"]
+    stock = saved(tmp_path, "gpu_benchmark-stock-tiny")["result"]["rows"]
+    for row in stock.values():
+        assert row["s_per_step"] > 0
+        assert row["steps_seen"] == row["steps"]
 
-    engine = saved(tmp_path, "gpu_benchmark-engine-tiny")["result"]
-    defaults = engine["variants"][0]
-    assert defaults["variant"] == "engine defaults"
-    assert defaults["s_per_step"] > 0
-    assert all("error" in v or "skipped" in v or v["s_per_step"] > 0 for v in engine["variants"])
-
-    presets = saved(tmp_path, "gpu_benchmark-presets-tiny")["result"]
-    assert presets["quality"]["steps"] > presets["fast"]["steps"]
-    assert presets["quality"]["s_per_image"] > 0
+    rows = saved(tmp_path, "gpu_benchmark-presets-tiny")["result"]["rows"]
+    assert set(rows) == {
+        "quality",
+        "balanced",
+        "fast",
+        "quality, batched CFG",
+        "balanced, batched CFG",
+    }
+    quality, balanced, fast = rows["quality"], rows["balanced"], rows["fast"]
+    assert "error" not in quality and "error" not in balanced and "error" not in fast
+    # Behaviour, not speed: CFG doubles the passes, the cache removes some, batching halves them.
+    assert quality["full_transformer_passes"] == 2 * quality["steps"]
+    assert balanced["cached_steps"] > 0
+    assert balanced["full_transformer_passes"] == 2 * balanced["steps"] - balanced["cached_steps"]
+    assert fast["steps"] == 8
+    assert fast["full_transformer_passes"] == 8
+    assert rows["quality, batched CFG"]["full_transformer_passes"] == quality["steps"]
 
     batch = saved(tmp_path, "gpu_benchmark-batch-tiny")["result"]
     assert batch["one_at_a_time"]["images_per_s"] > 0
-    assert batch["batched"]["batch"] == batch["queue_depth"] == 8
-    assert batch["batched"]["images_per_s"] > 0
+    assert batch["batched"]["batch"] == batch["queue_depth"] == 2
+
+    fp8 = saved(tmp_path, "gpu_benchmark-fp8-tiny")["result"]
+    assert fp8 == {"applied": False, "reason": "needs a CUDA GPU"}
+
+
+@pytest.mark.integration
+def test_soak_smoke_kills_a_replica_and_loses_no_job(tmp_path: Path) -> None:
+    run_benchmark("soak", tmp_path, "--jobs", "12", "--clients", "3", "--qwen-every", "0")
+    result = saved(tmp_path, "soak")["result"]
+    assert result["accepted"] == 12
+    assert (result["lost"], result["stuck"]) == (0, 0)
+    assert result["final_states"] == {"completed": 12}
+    assert result["killed_at_s"] > 0
+    assert set(result["survivor_rss_kib"]) == {"start", "end"}
+    assert result["redis_used_memory_bytes"]["end"] > 0

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
+from scripts.stack import TritonServer
 from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS, DESKTOP, ConsoleWatch
 from tests.gateway_server import GatewayServer, running_gateway
-from tests.triton_server import TritonServer
 
 
 # Module-scoped: Playwright's sync API keeps an asyncio loop running in this thread while it is

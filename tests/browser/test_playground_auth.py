@@ -8,11 +8,11 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import Page, Request, expect
 
+from scripts.stack import TritonServer
 from tests import images
 from tests.browser.chromium import ConsoleWatch, screenshot
 from tests.browser.playground_page import Playground, image_file
 from tests.gateway_server import KEY_A, GatewayServer, running_gateway
-from tests.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 API_PATHS = ("/models", "/process", "/jobs/")

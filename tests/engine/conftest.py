@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qie_engine.qwen_editor import QwenEditor
-from tests.engine.tiny_editors import dev_model, dev_settings
+from tests.engine.tiny_editors import dev_editor, dev_model
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +22,10 @@ def tiny_plus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def edit_editor(tiny_edit_dir: Path) -> QwenEditor:
-    """The tiny Edit model; tests must leave it as they found it (use monkeypatch)."""
-    return QwenEditor("qwen_image_edit", dev_settings(tiny_edit_dir))
+    """The tiny Edit model with every preset; tests must leave it as they found it."""
+    return dev_editor(tiny_edit_dir)
 
 
 @pytest.fixture(scope="session")
 def plus_editor(tiny_plus_dir: Path) -> QwenEditor:
-    return QwenEditor("qwen_image_edit_plus", dev_settings(tiny_plus_dir))
+    return dev_editor(tiny_plus_dir, "qwen_image_edit_plus")

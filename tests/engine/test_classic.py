@@ -9,18 +9,13 @@ import pytest
 from PIL import Image
 
 from qie_engine.classic_editor import ClassicEditor
-from qie_engine.classic_ops import (
-    MAX_OPERATIONS,
-    VOCABULARY,
-    Operation,
-    apply_operation,
-    parse_instruction,
-)
+from qie_engine.classic_instructions import VOCABULARY, parse_instruction
+from qie_engine.classic_ops import DEFAULT_LIMITS, Operation, apply_operation
 from qie_engine.contract import EditOptions, OutputFormat, ProgressEvent
-from qie_engine.edit_request import EditRequest, RequestLimits
+from qie_engine.edit_request import EditRequest, RawEdit, RequestLimits
 from qie_engine.editor import run_edit
 from qie_engine.errors import Cancelled, InvalidInput
-from qie_engine.image_codec import ImageInfo
+from qie_engine.image_codec import ImageInfo, ImageLimits
 
 W, H = 40, 30
 
@@ -214,7 +209,7 @@ def test_out_of_range_values_are_refused(text: str) -> None:
 
 def test_too_many_operations_are_refused() -> None:
     with pytest.raises(InvalidInput) as info:
-        parse_instruction(", ".join(["invert"] * (MAX_OPERATIONS + 1)))
+        parse_instruction(", ".join(["invert"] * (DEFAULT_LIMITS.max_operations + 1)))
     assert info.value.code == "too_many_operations"
 
 
@@ -495,13 +490,7 @@ def test_generation_options_are_ignored() -> None:
 
 def test_run_edit_returns_png_that_decodes() -> None:
     data, meta = run_edit(
-        ClassicEditor(),
-        [png(gradient())],
-        "rotate 90 and grayscale",
-        None,
-        None,
-        no_progress,
-        never,
+        ClassicEditor(), RawEdit([png(gradient())], "rotate 90 and grayscale"), no_progress, never
     )
     assert data.startswith(b"\x89PNG")
     with Image.open(io.BytesIO(data)) as img:
@@ -514,15 +503,10 @@ def test_run_edit_returns_png_that_decodes() -> None:
 
 
 def test_run_edit_jpeg_after_background_removal_is_flattened() -> None:
-    data, meta = run_edit(
-        ClassicEditor(),
-        [png(object_on_white())],
-        "remove background",
-        None,
-        '{"output_format": "jpeg"}',
-        no_progress,
-        never,
+    raw = RawEdit(
+        [png(object_on_white())], "remove background", options='{"output_format": "jpeg"}'
     )
+    data, meta = run_edit(ClassicEditor(), raw, no_progress, never)
     assert meta.format is OutputFormat.JPEG
     with Image.open(io.BytesIO(data)) as img:
         assert img.format == "JPEG"
@@ -531,17 +515,17 @@ def test_run_edit_jpeg_after_background_removal_is_flattened() -> None:
 
 def test_run_edit_refuses_an_unknown_instruction() -> None:
     with pytest.raises(InvalidInput) as info:
-        run_edit(ClassicEditor(), [png(gradient())], "add a cat", None, None, no_progress, never)
+        run_edit(ClassicEditor(), RawEdit([png(gradient())], "add a cat"), no_progress, never)
     assert info.value.code == "unknown_instruction"
 
 
 def test_same_input_gives_identical_bytes() -> None:
     prompt = "remove the background, rotate 33 degrees, blur 1.5, sharpen and pixelate 3"
     first, _ = run_edit(
-        ClassicEditor(), [png(object_on_white(120, 90))], prompt, None, None, no_progress, never
+        ClassicEditor(), RawEdit([png(object_on_white(120, 90))], prompt), no_progress, never
     )
     second, _ = run_edit(
-        ClassicEditor(), [png(object_on_white(120, 90))], prompt, None, None, no_progress, never
+        ClassicEditor(), RawEdit([png(object_on_white(120, 90))], prompt), no_progress, never
     )
     assert first == second
 
@@ -560,3 +544,14 @@ def test_describe_and_limits() -> None:
         "defaults": {},
     }
     assert any("remove background" in line for line in facts["vocabulary"])
+
+
+def test_no_instruction_grows_an_image_beyond_the_upload_pixel_limit() -> None:
+    editor = ClassicEditor(limits=RequestLimits(image=ImageLimits(max_pixels=2000)))
+    assert editor.operation_limits.max_result_pixels == 2000
+    with pytest.raises(InvalidInput) as info:
+        run_edit(editor, RawEdit([png(gradient())], "scale 200%"), no_progress, never)
+    assert info.value.code == "invalid_instruction"
+    assert "2000 pixels in all" in str(info.value)
+    data, _ = run_edit(editor, RawEdit([png(gradient())], "scale 120%"), no_progress, never)
+    assert Image.open(io.BytesIO(data)).size == (48, 36)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from qie_engine.contract import MAX_SEED, OutputFormat, Preset
-from qie_engine.edit_request import RequestLimits, parse_request
+from qie_engine.edit_request import RawEdit, RequestLimits, parse_request
 from qie_engine.errors import ImageTooLarge, InvalidInput
 from tests import images
 
@@ -24,13 +24,8 @@ def parse(
     limits: RequestLimits = LIMITS,
 ) -> Any:
     raw = options if options is None or isinstance(options, str | bytes) else json.dumps(options)
-    return parse_request(
-        image_list if image_list is not None else [images.png_bytes()],
-        prompt,
-        negative,
-        raw,
-        limits,
-    )
+    image_bytes = image_list if image_list is not None else [images.png_bytes()]
+    return parse_request(RawEdit(image_bytes, prompt, negative, raw), limits)
 
 
 def test_valid_request_is_decoded_and_the_prompt_trimmed() -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 from qie_engine import editor as editor_module
 from qie_engine.classic_editor import ClassicEditor
 from qie_engine.contract import ProgressEvent, ResultMeta
-from qie_engine.edit_request import EditRequest, RequestLimits
+from qie_engine.edit_request import EditRequest, RawEdit, RequestLimits
 from qie_engine.editor import CancelledFn, EditOutcome, ProgressFn, run_edit
 from qie_engine.errors import Cancelled, InvalidInput
 from tests import images
@@ -53,9 +53,8 @@ class RecordingEditor:
 
 def run(editor: Any, data: bytes, prompt: str = "invert", **options: Any) -> tuple[bytes, Any]:
     progress = ProgressLog()
-    return run_edit(
-        editor, [data], prompt, None, json.dumps(options), progress, progress.is_cancelled
-    )
+    raw = RawEdit([data], prompt, options=json.dumps(options))
+    return run_edit(editor, raw, progress, progress.is_cancelled)
 
 
 def test_result_is_encoded_with_timings_added_to_the_editors_own() -> None:
@@ -90,10 +89,7 @@ def test_cancel_arriving_after_the_last_step_still_returns_no_image(
     with pytest.raises(Cancelled):
         run_edit(
             RecordingEditor(),
-            [images.png_bytes()],
-            "invert",
-            None,
-            None,
+            RawEdit([images.png_bytes()], "invert"),
             progress,
             progress.is_cancelled,
         )

@@ -54,11 +54,14 @@ def test_settings_parse_every_knob() -> None:
             "MODEL_ID": " /models/qwen ",
             "DEVICE": "CPU",
             "LORA_PATH": "/loras/lightning.safetensors",
+            "FAST_STEPS": "4",
             "CPU_OFFLOAD": "sequential",
+            "QUANTIZATION": "NF4",
             "ATTENTION_BACKEND": "native",
             "COMPILE_BLOCKS": "yes",
-            "DEFAULT_PRESET": "Fast",
-            "DEV_CONDITION_PIXELS": "65536",
+            "BATCHED_CFG": "on",
+            "PRESETS": "quality, balanced",
+            "DEFAULT_PRESET": "Balanced",
             "WARMUP": "off",
             "MAX_IMAGE_BYTES": "1000",
             "MAX_PIXELS": "2000",
@@ -68,11 +71,14 @@ def test_settings_parse_every_knob() -> None:
     assert settings.model_id == "/models/qwen"
     assert settings.device == "cpu"
     assert settings.lora_path == "/loras/lightning.safetensors"
+    assert settings.fast_steps == 4
     assert settings.cpu_offload == "sequential"
+    assert settings.quantization == "nf4"
     assert settings.attention_backend == "native"
     assert settings.compile_blocks is True
-    assert settings.default_preset is Preset.FAST
-    assert settings.dev_condition_pixels == 65536
+    assert settings.batched_cfg is True
+    assert settings.presets == (Preset.QUALITY, Preset.BALANCED)
+    assert settings.default_preset is Preset.BALANCED
     assert settings.warmup is False
     assert settings.limits.image.max_bytes == 1000
     assert settings.limits.image.max_pixels == 2000
@@ -81,15 +87,18 @@ def test_settings_parse_every_knob() -> None:
 
 def test_blank_parameters_fall_back_to_the_defaults() -> None:
     settings = qwen_settings(
-        {"MODEL_ID": "Qwen/Qwen-Image-Edit-2511", "LORA_PATH": " ", "DEV_CONDITION_PIXELS": ""}
+        {"MODEL_ID": "Qwen/Qwen-Image-Edit-2511", "LORA_PATH": " ", "PRESETS": ""}
     )
     assert settings.device == "auto"
     assert settings.lora_path is None
     assert settings.cpu_offload == "none"
     assert settings.attention_backend is None
     assert settings.compile_blocks is False
-    assert settings.default_preset is Preset.QUALITY
-    assert settings.dev_condition_pixels is None
+    assert settings.fast_steps == 8
+    assert settings.quantization == "none"
+    assert settings.batched_cfg is False
+    assert settings.presets == (Preset.QUALITY, Preset.BALANCED, Preset.FAST)
+    assert settings.default_preset is Preset.FAST
     assert settings.warmup is True
     assert settings.limits.image.max_pixels == 4096 * 4096
 
@@ -106,8 +115,12 @@ def test_blank_parameters_fall_back_to_the_defaults() -> None:
         ("MAX_PIXELS", "0"),
         ("MAX_IMAGE_BYTES", "-5"),
         ("MAX_PROMPT_CHARS", "1.5"),
-        ("DEV_CONDITION_PIXELS", "abc"),
-        ("DEV_CONDITION_PIXELS", "-1"),
+        ("QUANTIZATION", "fp4"),
+        ("BATCHED_CFG", "sometimes"),
+        ("FAST_STEPS", "6"),
+        ("FAST_STEPS", "four"),
+        ("PRESETS", "quality,turbo"),
+        ("PRESETS", ","),
     ],
 )
 def test_bad_value_is_refused_naming_the_parameter(key: str, value: str) -> None:
@@ -115,6 +128,16 @@ def test_bad_value_is_refused_naming_the_parameter(key: str, value: str) -> None
         qwen_settings({"MODEL_ID": "Qwen/Qwen-Image-Edit-2511", key: value})
     assert key in str(info.value)
     assert value.lower() in str(info.value).lower()
+
+
+def test_default_preset_must_be_one_the_instance_serves() -> None:
+    with pytest.raises(EngineError, match="DEFAULT_PRESET is 'quality', which PRESETS"):
+        qwen_settings({"MODEL_ID": "m", "PRESETS": "fast,balanced", "DEFAULT_PRESET": "quality"})
+
+
+def test_without_fast_the_default_falls_back_to_the_first_served_preset() -> None:
+    settings = qwen_settings({"MODEL_ID": "m", "PRESETS": "balanced,quality"})
+    assert settings.default_preset is Preset.BALANCED
 
 
 @pytest.mark.parametrize("params", [{}, {"MODEL_ID": ""}, {"MODEL_ID": "   "}])

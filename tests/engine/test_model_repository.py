@@ -11,6 +11,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from qie_engine import contract
+from qie_engine.contract import Preset
 from qie_engine.model_config import OVERRIDABLE, qwen_settings, read_parameters, request_limits
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
@@ -100,7 +101,9 @@ def test_qwen_default_parameters_make_valid_settings(name: str) -> None:
     )
     assert settings.model_id == "Qwen/Qwen-Image-Edit-2511"
     assert settings.device == "auto"
-    assert settings.dev_condition_pixels is None  # the real path keeps diffusers' sizes
+    assert settings.quantization == "none"
+    assert settings.presets == (Preset.QUALITY, Preset.BALANCED, Preset.FAST)
+    assert settings.default_preset is Preset.FAST
     assert settings.warmup is True
     assert settings.limits.image.max_pixels == 4096 * 4096
 

@@ -1,28 +1,28 @@
-"""QwenEditor on the tiny random-weight models: loading, steps, seeds, sizes, cancel and knobs."""
+"""QwenEditor on the tiny random-weight models: loading, steps, seeds, sizes, cancel and knobs.
+
+The presets (Lightning LoRA, step cache, batched CFG) are in test_presets.py, the memory modes
+in test_memory_modes.py.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
-import math
 import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPipeline
+from diffusers import DiffusionPipeline, QwenImageEditPipeline
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit as edit_module
 from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as plus_module
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 
 from qie_engine.contract import MAX_SEED, OutputFormat, Preset, ProgressEvent, ResultMeta
+from qie_engine.edit_request import RawEdit
 from qie_engine.editor import run_edit
 from qie_engine.errors import Cancelled, EngineError, InvalidInput
 from qie_engine.qwen_editor import QwenEditor
 from tests.engine.recorders import ProgressLog, spy
-from tests.engine.tiny_editors import DEV_PIXELS, SMALL, copy_model, dev_settings
+from tests.engine.tiny_editors import DEV_PIXELS, SMALL, copy_model, dev_editor
 from tests.images import decode, png_bytes
 
 ORIGINAL_EDIT_DIMENSIONS = edit_module.calculate_dimensions
@@ -38,15 +38,12 @@ def edit(
 ) -> tuple[bytes, ResultMeta]:
     """run_edit with a 64x48 PNG (unless given) and the options as the OPTIONS JSON."""
     log = progress if progress is not None else ProgressLog()
-    return run_edit(
-        editor,
+    raw = RawEdit(
         images if images is not None else [png_bytes(64, 48)],
         "make it brighter",
-        None,
-        json.dumps(options),
-        log,
-        log.is_cancelled,
+        options=json.dumps(options),
     )
+    return run_edit(editor, raw, log, log.is_cancelled)
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -61,8 +58,12 @@ def test_tiny_model_loads_from_a_local_folder(edit_editor: QwenEditor, tiny_edit
     assert facts["model_id"] == str(tiny_edit_dir)
     assert facts["pipeline"] == "QwenImageEditPipeline"
     assert facts["random_weights"] is True
-    assert facts["defaults"] == {"preset": "quality", "steps": 50, "true_cfg_scale": 4.0}
-    assert facts["presets"]["fast"] == {"steps": 8, "true_cfg_scale": 1.0}
+    assert facts["defaults"] == {"preset": "fast", "steps": 8, "true_cfg_scale": 1.0}
+    assert list(facts["presets"]) == ["quality", "balanced", "fast"]
+    assert facts["presets"]["quality"]["steps"] == 50
+    assert facts["presets"]["balanced"]["step_cache"] is True
+    assert facts["presets"]["fast"]["lightning_lora"] is True
+    assert facts["lightning_lora"] == str(tiny_edit_dir / "lightning_lora")
 
 
 @pytest.mark.parametrize(
@@ -84,7 +85,7 @@ def test_pipeline_class_comes_from_model_index_never_from_the_folder_name(
     folder = copy_model(
         tiny_edit_dir if source == "edit" else tiny_plus_dir, tmp_path / misleading_name
     )
-    editor = QwenEditor("qwen_image_edit", dev_settings(folder))
+    editor = dev_editor(folder)
     assert type(editor.pipe).__name__ == pipeline
     assert editor.limits.max_images == max_images
 
@@ -97,7 +98,7 @@ def test_plus_folder_loads_as_the_plus_pipeline(plus_editor: QwenEditor) -> None
 
 def test_folder_without_model_index_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match=r"model_index\.json"):
-        QwenEditor("qwen_image_edit", dev_settings(tmp_path))
+        dev_editor(tmp_path)
 
 
 def test_folder_holding_another_pipeline_is_refused(tmp_path: Path, tiny_edit_dir: Path) -> None:
@@ -106,12 +107,25 @@ def test_folder_holding_another_pipeline_is_refused(tmp_path: Path, tiny_edit_di
     index["_class_name"] = "StableDiffusionPipeline"
     (folder / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(EngineError, match="StableDiffusionPipeline"):
-        QwenEditor("qwen_image_edit", dev_settings(folder))
+        dev_editor(folder)
 
 
 def test_missing_local_folder_is_refused_without_asking_the_hub(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="does not exist"):
-        QwenEditor("qwen_image_edit", dev_settings(tmp_path / "nowhere"))
+        dev_editor(tmp_path / "nowhere")
+
+
+def test_editor_takes_a_built_pipeline_and_loads_nothing_itself(
+    edit_editor: QwenEditor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads = spy(monkeypatch, DiffusionPipeline, "from_pretrained")
+    editor = QwenEditor(
+        "given", edit_editor.pipe, folder=edit_editor.folder, settings=edit_editor.settings
+    )
+    assert editor.pipe is edit_editor.pipe
+    assert loads.count == 0
+    data, meta = edit(editor, **{**SMALL, "preset": "quality"})
+    assert_meta_matches_output(data, meta)
 
 
 # --- steps, seeds and sizes --------------------------------------------------------------------
@@ -260,20 +274,17 @@ def test_cancel_before_the_first_step_never_starts_the_pipeline(
     assert progress.events == []
 
 
-# --- the dev-only condition area ---------------------------------------------------------------
+# --- the dev model's condition area ----------------------------------------------------------
 
 
-def test_dev_condition_pixels_is_ignored_for_real_weights(
-    tmp_path: Path,
-    tiny_edit_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+def test_a_real_model_folder_keeps_diffusers_condition_size(
+    tmp_path: Path, tiny_edit_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The same weights with no dev stand-ins in model_index.json: what a real model looks like.
     folder = copy_model(tiny_edit_dir, tmp_path / "real-looking", as_real_weights=True)
-    with caplog.at_level(logging.WARNING, logger="qie_engine.qwen_editor"):
-        editor = QwenEditor("qwen_image_edit", dev_settings(folder))
+    editor = dev_editor(folder, presets=(Preset.QUALITY,), default_preset=Preset.QUALITY)
     assert editor.random_weights is False
-    assert "DEV_CONDITION_PIXELS is ignored" in caplog.text
+    assert editor.condition_pixels is None
     encodes = spy(monkeypatch, editor.pipe.vae, "encode")
     seen: list[tuple[Any, Any]] = []
 
@@ -290,9 +301,10 @@ def test_dev_condition_pixels_is_ignored_for_real_weights(
     assert condition_pixels > 900_000  # diffusers' own 1024 x 1024 area, untouched
 
 
-def test_dev_condition_pixels_caps_the_random_weight_model_and_restores_diffusers(
+def test_the_dev_models_own_cap_applies_during_the_call_and_diffusers_is_restored(
     edit_editor: QwenEditor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert edit_editor.condition_pixels == DEV_PIXELS  # read from its model_index.json
     encodes = spy(monkeypatch, edit_editor.pipe.vae, "encode")
     areas: list[int] = []
 
@@ -308,103 +320,11 @@ def test_dev_condition_pixels_caps_the_random_weight_model_and_restores_diffuser
     assert plus_module.calculate_dimensions is ORIGINAL_PLUS_DIMENSIONS
 
 
-# --- presets -----------------------------------------------------------------------------------
-
-
-def scheduler_shifts(editor: QwenEditor) -> tuple[float, float]:
-    config = editor.pipe.scheduler.config
-    return config["base_shift"], config["max_shift"]
-
-
-def test_fast_preset_runs_8_steps_without_cfg_on_the_lightning_scheduler(
-    edit_editor: QwenEditor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pipeline_calls = spy(monkeypatch, type(edit_editor.pipe), "__call__")
-    shifts: list[tuple[float, float]] = []
-    progress = ProgressLog(lambda _event: shifts.append(scheduler_shifts(edit_editor)))
-    _, meta = edit(edit_editor, progress=progress, preset="fast", seed=1, width=64, height=64)
-    (call,) = pipeline_calls.kwargs
-    assert call["num_inference_steps"] == 8
-    assert call["true_cfg_scale"] == 1.0
-    assert call["negative_prompt"] is None
-    assert progress.steps == list(range(1, 9))
-    assert meta.steps == 8
-    assert shifts == [(math.log(3), math.log(3))] * 8
-
-
-def test_quality_preset_runs_50_steps_with_cfg_4_on_the_default_scheduler(
-    edit_editor: QwenEditor, tiny_edit_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    shipped = FlowMatchEulerDiscreteScheduler.from_pretrained(tiny_edit_dir / "scheduler").config
-    # A fast call first: the Lightning scheduler must not leak into the next request.
-    edit(edit_editor, preset="fast", steps=1, seed=1, width=64, height=64)
-    pipeline_calls = spy(monkeypatch, type(edit_editor.pipe), "__call__")
-    shifts: list[tuple[float, float]] = []
-    progress = ProgressLog(lambda _event: shifts.append(scheduler_shifts(edit_editor)))
-    with pytest.raises(Cancelled):  # the first step shows all we need
-        edit(edit_editor, progress=progress.cancel_after(1), preset="quality", width=64, height=64)
-    (call,) = pipeline_calls.kwargs
-    assert call["num_inference_steps"] == 50
-    assert call["true_cfg_scale"] == 4.0
-    assert call["negative_prompt"] == " "  # true CFG needs one; the model card uses a blank
-    assert progress.events[0].total == 50
-    assert shifts == [(shipped["base_shift"], shipped["max_shift"])]
-
-
-def test_explicit_steps_override_the_preset(
-    edit_editor: QwenEditor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pipeline_calls = spy(monkeypatch, type(edit_editor.pipe), "__call__")
-    progress = ProgressLog()
-    _, meta = edit(
-        edit_editor, progress=progress, preset="fast", steps=3, seed=1, width=64, height=64
-    )
-    (call,) = pipeline_calls.kwargs
-    assert call["num_inference_steps"] == 3
-    assert call["true_cfg_scale"] == 1.0
-    assert progress.steps == [1, 2, 3]
-    assert meta.steps == 3
-
-
-def test_default_preset_comes_from_the_settings(tiny_edit_dir: Path) -> None:
-    editor = QwenEditor("qwen_image_edit", dev_settings(tiny_edit_dir, default_preset=Preset.FAST))
-    assert editor.describe()["defaults"] == {"preset": "fast", "steps": 8, "true_cfg_scale": 1.0}
-
-
 # --- knobs -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_lora(tiny_edit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA for the tiny transformer, built offline with peft in the diffusers format."""
-    from diffusers import QwenImageTransformer2DModel
-
-    torch.manual_seed(0)
-    transformer = QwenImageTransformer2DModel.from_pretrained(tiny_edit_dir / "transformer")
-    # init_lora_weights=False: random A and B, so the LoRA really changes the weights.
-    config = LoraConfig(
-        r=4, lora_alpha=16, target_modules=["to_q", "to_k"], init_lora_weights=False
-    )
-    transformer.add_adapter(config)
-    target = tmp_path_factory.mktemp("lora")
-    QwenImageEditPipeline.save_lora_weights(
-        target, transformer_lora_layers=get_peft_model_state_dict(transformer)
-    )
-    return target
-
-
-def test_lora_path_loads_fuses_and_changes_the_output(
-    edit_editor: QwenEditor, tiny_edit_dir: Path, tiny_lora: Path
-) -> None:
-    with_lora = QwenEditor("qwen_image_edit", dev_settings(tiny_edit_dir, lora_path=str(tiny_lora)))
-    fused = with_lora.pipe.transformer.transformer_blocks[0].attn.to_q.weight
-    base = edit_editor.pipe.transformer.transformer_blocks[0].attn.to_q.weight
-    assert not torch.equal(fused, base)
-    assert edit(with_lora, **SMALL)[0] != edit(edit_editor, **SMALL)[0]
-
-
 def test_native_attention_backend_is_set_and_runs(tiny_edit_dir: Path) -> None:
-    editor = QwenEditor("qwen_image_edit", dev_settings(tiny_edit_dir, attention_backend="native"))
+    editor = dev_editor(tiny_edit_dir, attention_backend="native")
     backends = {
         processor._attention_backend
         for processor in editor.pipe.transformer.attn_processors.values()
@@ -417,21 +337,7 @@ def test_native_attention_backend_is_set_and_runs(tiny_edit_dir: Path) -> None:
 
 def test_unknown_attention_backend_is_refused_by_name(tiny_edit_dir: Path) -> None:
     with pytest.raises(EngineError, match="warp-drive"):
-        QwenEditor("qwen_image_edit", dev_settings(tiny_edit_dir, attention_backend="warp-drive"))
-
-
-def test_cpu_offload_on_cpu_is_ignored_with_a_warning_and_still_runs(
-    tiny_edit_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    offloads = spy(monkeypatch, QwenImageEditPipeline, "enable_model_cpu_offload")
-    with caplog.at_level(logging.WARNING, logger="qie_engine.qwen_editor"):
-        editor = QwenEditor(
-            "qwen_image_edit", dev_settings(tiny_edit_dir, device="cpu", cpu_offload="model")
-        )
-    assert "cpu_offload=model needs CUDA" in caplog.text
-    assert offloads.count == 0
-    data, meta = edit(editor, **SMALL)
-    assert_meta_matches_output(data, meta)
+        dev_editor(tiny_edit_dir, attention_backend="warp-drive")
 
 
 def test_compile_blocks_calls_compile_repeated_blocks_recorded_not_compiled(
@@ -445,20 +351,22 @@ def test_compile_blocks_calls_compile_repeated_blocks_recorded_not_compiled(
         "compile_repeated_blocks",
         replacement=lambda _self, *_args, **_kwargs: None,
     )
-    QwenEditor("qwen_image_edit", dev_settings(tiny_edit_dir))
+    dev_editor(tiny_edit_dir)
     assert compiles.count == 0
-    QwenEditor("qwen_image_edit", dev_settings(tiny_edit_dir, compile_blocks=True))
+    dev_editor(tiny_edit_dir, compile_blocks=True)
     assert compiles.kwargs == [{"fullgraph": True}]
 
 
-@pytest.mark.parametrize(("warmup", "runs"), [(True, 1), (False, 0)])
-def test_warm_up_runs_once_at_init_unless_disabled(
+@pytest.mark.parametrize(("warmup", "runs"), [(True, 3), (False, 0)])
+def test_load_warms_up_each_served_preset_unless_disabled(
     tiny_edit_dir: Path, monkeypatch: pytest.MonkeyPatch, warmup: bool, runs: int
 ) -> None:
     pipeline_calls = spy(monkeypatch, QwenImageEditPipeline, "__call__")
-    QwenEditor("qwen_image_edit", dev_settings(tiny_edit_dir, warmup=warmup))
+    dev_editor(tiny_edit_dir, warmup=warmup)
     assert pipeline_calls.count == runs
     assert all(call["num_inference_steps"] == 2 for call in pipeline_calls.kwargs)
+    # quality and balanced warm up with true CFG, fast without.
+    assert [call["true_cfg_scale"] for call in pipeline_calls.kwargs] == [4.0, 4.0, 1.0][:runs]
 
 
 def test_drawn_seed_can_be_the_largest_and_is_reported(

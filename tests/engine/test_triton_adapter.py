@@ -336,3 +336,19 @@ def test_error_message_prefixes_the_stable_code() -> None:
         "[image_too_large] too big"
     )
     assert error_message(Cancelled("stopped")) == "[cancelled] stopped"
+
+
+def test_describe_tells_the_steps_run_and_how_requests_ended() -> None:
+    adapter = RequestAdapter(ClassicEditor(), FakePbUtils)
+    for request in (
+        FakeRequest(edit_inputs("grayscale and mirror")),
+        FakeRequest(edit_inputs("invert")),
+        FakeRequest(edit_inputs("add a cat")),
+        FakeRequest({"DESCRIBE": np.array([True])}),  # a DESCRIBE is no edit: not counted
+    ):
+        adapter.serve(request)
+    describe = FakeRequest({"DESCRIBE": np.array([True])})
+    adapter.serve(describe)
+    ((response, _),) = describe.sender.sent
+    served = response.event["served"]
+    assert served == {"steps": 3, "completed": 2, "cancelled": 0, "refused": 1, "failed": 0}

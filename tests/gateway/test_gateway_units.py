@@ -1,21 +1,19 @@
-"""Gateway pieces that need no server: queue, error mapping, settings, keys, webhooks."""
+"""Gateway pieces that need no server: error table, Triton errors, settings, keys, webhooks."""
 
 from __future__ import annotations
-
-import asyncio
 
 import grpc
 import pytest
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from gateway.admission import ModelQueue, QueueFull
-from gateway.errors import Unprocessable
+from gateway.callback_targets import CallbackPolicy
+from gateway.errors import ApiError
 from gateway.schemas import RequestOptions
 from gateway.security import owner_id, presented_key
 from gateway.settings import Settings
 from gateway.triton_client import classify_error
-from gateway.webhooks import check_callback_url, sign
+from gateway.webhooks import sign
 from qie_engine.contract import Preset
 
 
@@ -24,51 +22,33 @@ def _request(headers: dict[str, str]) -> Request:
     return Request({"type": "http", "headers": raw})
 
 
-def test_queue_runs_in_arrival_order_and_refuses_past_its_depth() -> None:
-    async def scenario() -> list[str]:
-        queue = ModelQueue(max_inflight=1, max_depth=2)
-        order: list[str] = []
-        await queue.acquire("first")
-
-        async def job(name: str) -> None:
-            await queue.acquire(name)
-            order.append(name)
-            queue.release()
-
-        waiting = [asyncio.create_task(job(n)) for n in ("second", "third")]
-        await asyncio.sleep(0)
-        assert queue.position("second") == 1 and queue.position("third") == 2
-        with pytest.raises(QueueFull):
-            queue.check_capacity()
-        queue.release()
-        await asyncio.gather(*waiting)
-        assert queue.inflight == 0 and queue.depth == 0
-        return order
-
-    assert asyncio.run(scenario()) == ["second", "third"]
-
-
-def test_a_cancelled_waiter_leaves_the_queue_and_its_slot_passes_on() -> None:
-    async def scenario() -> None:
-        queue = ModelQueue(max_inflight=1, max_depth=5)
-        await queue.acquire("running")
-        gone = asyncio.create_task(queue.acquire("gone"))
-        stays = asyncio.create_task(queue.acquire("stays"))
-        await asyncio.sleep(0)
-        gone.cancel()
-        await asyncio.sleep(0)
-        assert queue.position("stays") == 1
-        queue.release()
-        await asyncio.wait_for(stays, 1)
-        assert queue.inflight == 1
-
-    asyncio.run(scenario())
+@pytest.mark.parametrize(
+    ("code", "status", "retry_after"),
+    [
+        ("job_not_found", 404, None),
+        ("job_failed", 409, None),
+        ("job_cancelled", 410, None),
+        ("unsupported_media_type", 415, None),
+        ("image_too_large", 422, None),  # an engine input code: 422 unless listed
+        ("rate_limited", 429, None),
+        ("model_error", 502, None),
+        ("queue_full", 503, "5"),
+        ("store_unavailable", 503, "2"),
+        ("deadline_exceeded", 504, None),
+    ],
+)
+def test_one_table_gives_each_code_its_status_and_retry_after(
+    code: str, status: int, retry_after: str | None
+) -> None:
+    error = ApiError(code, "what to do")
+    assert error.status == status
+    assert error.headers.get("Retry-After") == retry_after
+    assert error.body() == {"code": code, "message": "what to do", "detail": None}
 
 
-def test_eta_grows_with_the_position() -> None:
-    queue = ModelQueue(max_inflight=2, max_depth=10, avg_run_s=4.0)
-    assert queue.eta_s(0) == 4.0
-    assert queue.eta_s(3) == 8.0
+def test_an_explicit_retry_after_wins_and_is_at_least_one_second() -> None:
+    assert ApiError("queue_full", "m", retry_after_s=0).headers["Retry-After"] == "1"
+    assert ApiError("rate_limited", "m", retry_after_s=42).headers["Retry-After"] == "42"
 
 
 @pytest.mark.parametrize(
@@ -151,11 +131,20 @@ def test_seed_quality_maps_to_presets_and_an_explicit_preset_wins() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://x/y", "file:///etc/passwd", "javascript:alert(1)", "http://", "/relative"]
+    "url",
+    [
+        "ftp://x/y",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "http://",
+        "/relative",
+        "http://x:99999/",
+    ],
 )
 def test_callback_urls_must_be_absolute_http(url: str) -> None:
-    with pytest.raises(Unprocessable):
-        check_callback_url(url)
+    with pytest.raises(ApiError) as refused:
+        CallbackPolicy(["x"]).check_url(url)
+    assert (refused.value.status, refused.value.code) == (422, "invalid_callback_url")
 
 
 def test_webhook_signature_covers_timestamp_and_body() -> None:

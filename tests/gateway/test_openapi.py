@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
 from scripts.export_openapi import OPENAPI_PATH, current_openapi, render
 
 
@@ -28,5 +34,66 @@ def test_openapi_documents_every_public_route_and_the_error_shape() -> None:
     }
     error = schema["components"]["schemas"]["ErrorBody"]
     assert set(error["properties"]) == {"code", "message", "detail"}
-    form = schema["components"]["schemas"]["Body_process_process_post"]["properties"]
-    assert {"image", "prompt", "model", "options", "callback_url", "image_id"} <= set(form)
+    form = schema["components"]["schemas"]["ProcessForm"]
+    assert {"image", "prompt", "model", "options", "callback_url", "image_id"} <= set(
+        form["properties"]
+    )
+    assert form["required"] == ["image", "prompt"]
+
+
+def test_the_spec_states_the_rules_validation_enforces() -> None:
+    """Derived from the same models and settings as validation.py: they cannot disagree."""
+    schema = current_openapi()
+    form = schema["components"]["schemas"]["ProcessForm"]["properties"]
+    settings = Settings.model_validate({"GATEWAY_AUTH_DISABLED": True})
+    assert form["prompt"]["minLength"] == 1 and form["prompt"]["pattern"] == r"\S"
+    assert form["prompt"]["maxLength"] == settings.max_prompt_chars
+    assert (form["steps"]["minimum"], form["steps"]["maximum"]) == (1, 100)
+    assert form["seed"]["maximum"] == 2**32 - 1
+    enums = schema["components"]["schemas"]
+    assert enums["OutputFormat"]["enum"] == ["png", "webp", "jpeg"]
+    assert enums["Preset"]["enum"] == ["fast", "quality"]
+    assert form["options"] == {"$ref": "#/components/schemas/RequestOptions"}
+    body = schema["paths"]["/process"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert body["encoding"]["image"]["contentType"] == "image/jpeg, image/png, image/webp"
+    # The committed document is the compose stack's: callbacks to `serverpod` only.
+    assert re.fullmatch(form["callback_url"]["pattern"], "http://serverpod:8080/hooks/edit")
+    assert not re.fullmatch(form["callback_url"]["pattern"], "http://127.0.0.1:8080/x")
+
+
+def test_without_an_allowlist_the_spec_admits_no_callback_url() -> None:
+    app = create_app(Settings.model_validate({"GATEWAY_AUTH_DISABLED": True}))
+    form = app.openapi()["components"]["schemas"]["ProcessForm"]["properties"]
+    assert form["callback_url"]["maxLength"] == 0
+    assert "WEBHOOK_ALLOWED_HOSTS" in form["callback_url"]["description"]
+
+
+def test_an_accepted_job_links_to_every_job_route() -> None:
+    schema = current_openapi()
+    links = schema["paths"]["/process"]["post"]["responses"]["202"]["links"]
+    ids = {
+        op["operationId"]
+        for path, item in schema["paths"].items()
+        if path.startswith("/jobs/")
+        for op in item.values()
+    }
+    assert {link["operationId"] for link in links.values()} == ids
+    assert all(
+        link["parameters"] == {"job_id": "$response.body#/job_id"} for link in links.values()
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/process", "POST"),
+        ("DELETE", "/jobs/abc", "GET"),
+        ("GET", "/jobs/x/cancel", "POST"),
+    ],
+)
+def test_a_method_not_allowed_is_405_with_allow(method: str, path: str, allow: str) -> None:
+    client = TestClient(create_app(Settings.model_validate({"GATEWAY_AUTH_DISABLED": True})))
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == allow
+    assert response.json()["code"] == "method_not_allowed"

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from qie_client.client import QieClient, QieError
+from scripts.stack import GatewayProcess, RedisServer, TritonServer, free_port, gateway_env
 from tests import images
 from tests.gateway_server import KEY_A, running_gateway, wait_for
-from tests.redis_server import RedisServer
-from tests.triton_server import TritonServer, free_port
+from tests.model_metrics import model_counts, steps_until_cancelled
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +70,8 @@ def test_gateway_starts_when_triton_is_unreachable_and_says_starting() -> None:
 
 
 def test_redis_restart_while_a_job_runs_loses_nothing(
-    triton_server: TritonServer, redis_server: RedisServer
+    triton_server: TritonServer, redis_server: RedisServer, redis_url: str
 ) -> None:
-    redis_server.start()
-    redis_server.flush()
     with (
         running_gateway(
             [triton_server.grpc_url], "qwen_image_edit", REDIS_URL=redis_server.url
@@ -104,87 +96,82 @@ def test_redis_restart_while_a_job_runs_loses_nothing(
         assert images.decode(client.result(job_id)).width == final["result"]["width"]
 
 
-def _gateway_process(triton_url: str, redis_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = dict(
-        os.environ,
-        GATEWAY_HOST="127.0.0.1",
-        GATEWAY_PORT=str(port),
-        TRITON_URLS=triton_url,
+LEASE = {"JOB_LEASE_S": "2", "MAX_CONCURRENT_REQUESTS": "1"}
+# A 512 x 512 output makes each step of the tiny model take a while (~0.3 s here), so a job is
+# still running when the test acts on it.
+SLOW_STEPS = {"width": 512, "height": 512, "true_cfg_scale": 1.0, "seed": 3}
+
+
+def test_a_killed_replicas_jobs_run_on_another_replica(
+    triton_server: TritonServer, redis_url: str
+) -> None:
+    """SIGKILL while one job runs and two wait: the other replica runs the two, and runs the
+    killed one's job again (its gRPC stream died with it, so Triton stopped that request)."""
+    env = gateway_env(
+        [triton_server.grpc_url],
+        free_port(),
         REDIS_URL=redis_url,
         GATEWAY_API_KEYS=KEY_A,
-        GATEWAY_REPLICA_ID="replica-under-test",
-        TRITON_POLL_INTERVAL_S="0.5",
+        GATEWAY_REPLICA_ID="doomed",
+        **LEASE,
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def test_jobs_of_a_killed_gateway_end_failed_when_it_restarts(
-    triton_server: TritonServer, redis_server: RedisServer
-) -> None:
-    redis_server.start()
-    redis_server.flush()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    first = _gateway_process(triton_server.grpc_url, redis_server.url, port)
+    doomed = GatewayProcess(env)
+    doomed.start()
     try:
-        wait_for(lambda: _ready(url), timeout=30)
-        with QieClient(url, KEY_A) as client:
-            job_id = client.submit(images.png_bytes(), "x", options={"steps": 100})
-            wait_for(lambda: client.job(job_id)["status"] == "processing")
-        os.killpg(first.pid, signal.SIGKILL)  # a crash: nothing runs its shutdown
-        first.wait()
-        second = _gateway_process(triton_server.grpc_url, redis_server.url, port)
-        try:
-            wait_for(lambda: _ready(url), timeout=30)
-            with QieClient(url, KEY_A) as client:
-                job = client.job(job_id)
-                assert job["status"] == "failed"
-                assert job["error"]["code"] == "gateway_restarted"
-                assert [e.event for e in client.events(job_id)][-1] == "failed"
-        finally:
-            os.killpg(second.pid, signal.SIGTERM)
-            second.wait(timeout=30)
+        doomed.wait_models(["qwen_image_edit", "classic_edit"])
+        with QieClient(doomed.url, KEY_A) as client:
+            running = client.submit(images.png_bytes(), "x", options={**SLOW_STEPS, "steps": 20})
+            wait_for(lambda: client.job(running)["progress"]["step"] >= 1)
+            queued = [
+                client.submit(images.png_bytes(), "y", options={"steps": 2}) for _ in range(2)
+            ]
+            assert [client.job(j)["queue_position"] for j in queued] == [1, 2]
+        doomed.kill()  # a crash: no shutdown, no release, no final write
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+        doomed.stop()
+        doomed.log_path.unlink(missing_ok=True)
+    with (
+        running_gateway(
+            [triton_server.grpc_url], "qwen_image_edit", REDIS_URL=redis_url,
+            GATEWAY_REPLICA_ID="survivor", **LEASE,
+        ) as survivor,
+        survivor.client() as client,
+    ):  # fmt: skip
+        events = list(client.events(running))
+        started = [e.data for e in events if e.event == "started"]
+        assert started == [{"attempt": 1}, {"attempt": 2}]
+        assert events[-1].event == "completed"
+        for job_id in queued:
+            assert [e.event for e in client.events(job_id)][-1] == "completed"
+            assert client.job(job_id)["status"] == "completed"
+        assert images.decode(client.result(running)).format == "PNG"
 
 
 def test_cancel_sent_to_one_replica_stops_the_job_on_another(
-    triton_server: TritonServer, redis_server: RedisServer
+    triton_server: TritonServer, redis_url: str
 ) -> None:
-    redis_server.start()
-    redis_server.flush()
     urls = [triton_server.grpc_url]
+    before = model_counts(triton_server, "qwen_image_edit")
     with (
-        running_gateway(
-            urls, "qwen_image_edit", REDIS_URL=redis_server.url, GATEWAY_REPLICA_ID="a"
-        ) as runner,
-        running_gateway(
-            urls, "qwen_image_edit", REDIS_URL=redis_server.url, GATEWAY_REPLICA_ID="b"
-        ) as other,
+        running_gateway(urls, "qwen_image_edit", REDIS_URL=redis_url, GATEWAY_REPLICA_ID="a")
+        as runner,
         runner.client() as on_runner,
-        other.client() as on_other,
-    ):
-        job_id = on_runner.submit(images.png_bytes(), "x", options={"steps": 100})
-        wait_for(lambda: on_other.job(job_id)["progress"]["step"] >= 2)
-        answer = on_other.cancel(job_id)
-        assert answer["status"] == "cancelled"
-        assert on_runner.job(job_id)["progress"]["step"] < 100
-        assert [e.event for e in on_runner.events(job_id)][-1] == "cancelled"
+    ):  # fmt: skip
+        job_id = on_runner.submit(images.png_bytes(), "x", options={**SLOW_STEPS, "steps": 100})
+        wait_for(lambda: on_runner.job(job_id)["progress"]["step"] >= 1)
+        # Replica b starts only now: the job runs on a, and b can only reach it through Redis.
+        with (
+            running_gateway(urls, "qwen_image_edit", REDIS_URL=redis_url, GATEWAY_REPLICA_ID="b")
+            as other,
+            other.client() as on_other,
+        ):  # fmt: skip
+            wait_for(lambda: on_other.job(job_id)["progress"]["step"] >= 2)
+            answer = on_other.cancel(job_id)
+            assert answer["status"] == "cancelled"
+            assert on_runner.job(job_id)["progress"]["step"] < 100
+            assert [e.event for e in on_runner.events(job_id)][-1] == "cancelled"
+            assert other.metric("qie_inflight_requests", model="qwen_image_edit") == 0
+    assert steps_until_cancelled(triton_server, "qwen_image_edit", before) < 100
 
 
 def test_with_two_triton_urls_edits_go_to_the_one_that_answers(triton_server: TritonServer) -> None:

@@ -1,5 +1,10 @@
 """Bad input at the gateway's door (QUALITY.md cases 1-21, 27, 28): exact answers, nothing left.
 
+The full matrix of refusals runs fast against the validation module alone
+(tests/gateway/test_validation.py); this file sends a sample of each kind through a real
+gateway and Triton, and the cases only HTTP has (byte caps, broken multipart, file names, temp
+files, edited pixels).
+
 Every refusal is checked the same way: the exact status and `code`, an error body of exactly
 {code, message, detail} with no traceback, path or Triton address in it, no job created, no file
 left in the temp dir and no file descriptor left open once the connection is gone.
@@ -31,6 +36,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+from scripts.stack import ROOT, TritonServer
 from tests import images
 from tests.gateway_server import (
     KEY_A,
@@ -41,7 +47,6 @@ from tests.gateway_server import (
     temp_files,
     wait_for,
 )
-from tests.triton_server import ROOT, TritonServer
 
 pytestmark = pytest.mark.integration
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
@@ -337,12 +342,8 @@ def test_05_text_named_photo_jpg_sent_as_jpeg_is_415(
 
 @pytest.mark.parametrize(
     ("data", "name", "mime"),
-    [
-        (images.png_bytes(), "photo.jpg", "image/jpeg"),
-        (images.jpeg_bytes(), "photo.png", "image/png"),
-        (images.webp_bytes(), "photo.jpg", "application/octet-stream"),
-    ],
-    ids=["06-png-named-jpg", "06-jpeg-named-png", "06-webp-as-octet-stream"],
+    [(images.webp_bytes(), "photo.jpg", "application/octet-stream")],
+    ids=["06-webp-as-octet-stream"],
 )
 def test_06_a_real_image_under_a_wrong_name_is_edited_from_its_bytes(
     gateway: GatewayServer, private_tmp: Path, data: bytes, name: str, mime: str
@@ -359,17 +360,8 @@ def test_06_a_real_image_under_a_wrong_name_is_edited_from_its_bytes(
 
 @pytest.mark.parametrize(
     ("data", "pillow_format"),
-    [
-        (images.tiff_bytes(), "TIFF"),
-        (images.ico_bytes(), "ICO"),
-        (images.gif_bytes(), "GIF"),
-        (images.encode(images.colourful(32, 24), "BMP"), "BMP"),
-        (psd_bytes(), "PSD"),
-        (images.encode(images.colourful(32, 24), "EPS"), "EPS"),
-        (images.encode(images.colourful(32, 24), "JPEG2000"), "JPEG2000"),
-        (SVG, None),
-    ],
-    ids=["07-tiff", "07-ico", "07-gif", "07-bmp", "07-psd", "07-eps", "07-jpeg2000", "07-svg"],
+    [(images.tiff_bytes(), "TIFF"), (psd_bytes(), "PSD"), (SVG, None)],
+    ids=["07-tiff", "07-psd", "07-svg"],
 )
 def test_07_other_formats_under_an_allowed_name_are_415(
     gateway: GatewayServer, private_tmp: Path, data: bytes, pillow_format: str | None
@@ -383,8 +375,8 @@ def test_07_other_formats_under_an_allowed_name_are_415(
 
 @pytest.mark.parametrize(
     "data",
-    [images.polyglot_gif_html(), images.polyglot_jpeg_html()],
-    ids=["08-gif-header-then-html", "08-jpeg-header-then-html"],
+    [images.polyglot_gif_html()],
+    ids=["08-gif-header-then-html"],
 )
 def test_08_image_header_then_html_is_415(
     gateway: GatewayServer, private_tmp: Path, data: bytes
@@ -470,8 +462,8 @@ def test_09_a_file_name_over_the_multipart_header_limit_is_400(
 
 @pytest.mark.parametrize(
     "side",
-    [5_000, 10_000, 50_000],
-    ids=["10-25-megapixels", "10-100-megapixels", "10-2.5-gigapixels"],
+    [50_000],
+    ids=["10-2.5-gigapixels"],
 )
 def test_10_pixel_flood_is_422_image_too_large(
     gateway: GatewayServer, private_tmp: Path, side: int
@@ -504,8 +496,8 @@ def test_11_one_pixel_over_the_limit_is_422(
 
 @pytest.mark.parametrize(
     ("data", "name"),
-    [(images.truncated_jpeg(), "cut.jpg"), (images.truncated_png(), "cut.png")],
-    ids=["12-truncated-jpeg", "12-truncated-png"],
+    [(images.truncated_jpeg(), "cut.jpg")],
+    ids=["12-truncated-jpeg"],
 )
 def test_12_truncated_image_is_422_corrupt_image(
     gateway: GatewayServer, private_tmp: Path, data: bytes, name: str
@@ -518,8 +510,6 @@ def test_12_truncated_image_is_422_corrupt_image(
 @pytest.mark.parametrize(
     ("data", "status", "code"),
     [
-        (images.magic_then_garbage(images.PNG_MAGIC), 415, "unsupported_media_type"),
-        (images.magic_then_garbage(images.JPEG_MAGIC), 415, "unsupported_media_type"),
         (images.magic_then_garbage(images.WEBP_MAGIC), 422, "corrupt_image"),
         # Over Starlette's 1 MiB spool: the part was on disk, and must be gone afterwards.
         (
@@ -528,7 +518,7 @@ def test_12_truncated_image_is_422_corrupt_image(
             "unsupported_media_type",
         ),
     ],
-    ids=["13-png-magic", "13-jpeg-magic", "13-webp-magic", "13-jpeg-magic-3mb-spooled"],
+    ids=["13-webp-magic", "13-jpeg-magic-3mb-spooled"],
 )
 def test_13_random_bytes_after_a_valid_magic_number_are_refused_and_serving_goes_on(
     gateway: GatewayServer, private_tmp: Path, data: bytes, status: int, code: str
@@ -621,39 +611,14 @@ def test_17_prompt_of_exactly_the_cap_is_accepted(
 
 
 OPTION_CASES = [
-    # As plain form fields: text parsed as a number, so "2.5" and "abc" stay invalid.
-    ("18-steps-0-form", {"steps": "0"}, "steps"),
-    ("18-steps-minus-1-form", {"steps": "-1"}, "steps"),
-    ("18-steps-10000-form", {"steps": "10000"}, "steps"),
+    # As plain form fields: text parsed as a number, so "2.5" stays invalid.
     ("18-steps-2.5-form", {"steps": "2.5"}, "steps"),
-    ("18-steps-abc-form", {"steps": "abc"}, "steps"),
-    ("18-steps-1e3-form", {"steps": "1e3"}, "steps"),
-    ("18-cfg-negative-form", {"true_cfg_scale": "-1"}, "true_cfg_scale"),
-    ("18-cfg-nan-form", {"true_cfg_scale": "nan"}, "true_cfg_scale"),
     ("18-seed-2**32-form", {"seed": str(2**32)}, "seed"),
-    ("18-seed-minus-1-form", {"seed": "-1"}, "seed"),
-    ("18-width-63-form", {"width": "63"}, "width"),
-    ("18-timeout-0-form", {"timeout": "0"}, "timeout"),
     # Inside the options JSON, which is strict: "8" is not 8 there.
-    ("18-steps-0-json", {"options": json.dumps({"steps": 0})}, "steps"),
-    ("18-steps-10000-json", {"options": json.dumps({"steps": 10000})}, "steps"),
-    ("18-steps-2.5-json", {"options": json.dumps({"steps": 2.5})}, "steps"),
     ("18-steps-string-json", {"options": json.dumps({"steps": "8"})}, "steps"),
-    ("18-steps-true-json", {"options": json.dumps({"steps": True})}, "steps"),
-    ("18-cfg-negative-json", {"options": json.dumps({"true_cfg_scale": -1})}, "true_cfg_scale"),
-    ("18-cfg-nan-json", {"options": '{"true_cfg_scale": NaN}'}, "true_cfg_scale"),
-    ("18-seed-2**32-json", {"options": json.dumps({"seed": 2**32})}, "seed"),
-    ("18-seed-minus-1-json", {"options": json.dumps({"seed": -1})}, "seed"),
-    ("18-seed-string-json", {"options": json.dumps({"seed": "5"})}, "seed"),
     ("18-unknown-option-json", {"options": json.dumps({"stepz": 5})}, "stepz"),
     # 21: an output format the service does not write.
     ("21-output-format-gif-form", {"output_format": "gif"}, "output_format"),
-    ("21-output-format-upper-png-form", {"output_format": "PNG"}, "output_format"),
-    (
-        "21-output-format-tiff-json",
-        {"options": json.dumps({"output_format": "tiff"})},
-        "output_format",
-    ),
 ]
 
 
@@ -674,8 +639,8 @@ def test_18_21_bad_option_is_422_invalid_options_naming_the_field(
 
 @pytest.mark.parametrize(
     ("options", "detail"),
-    [("{steps: 8", {"field": "options"}), ("[8]", None), ('"steps"', None)],
-    ids=["options-not-json", "options-a-json-array", "options-a-json-string"],
+    [("{steps: 8", {"field": "options"})],
+    ids=["options-not-json"],
 )
 def test_options_that_are_not_a_json_object_are_422_invalid_options(
     gateway: GatewayServer, private_tmp: Path, options: str, detail: Any
@@ -727,8 +692,8 @@ def test_20_a_model_unloaded_from_triton_is_503_model_unavailable_with_retry_aft
 
 @pytest.mark.parametrize(
     ("model", "count"),
-    [("qwen_image_edit", 2), ("classic_edit", 2), ("classic_edit", 3)],
-    ids=["qwen-2-images", "classic-2-images", "classic-3-images"],
+    [("classic_edit", 2)],
+    ids=["classic-2-images"],
 )
 def test_too_many_images_for_the_model_is_422_image_count(
     gateway: GatewayServer, private_tmp: Path, model: str, count: int
@@ -770,7 +735,8 @@ def test_27_queue_full_is_503_with_retry_after_and_accepted_jobs_are_unaffected(
         ) as gw,
         gw.client() as client,
     ):
-        running = client.submit(images.png_bytes(), "slow", options={"steps": 100})
+        slow = {"steps": 100, "width": 512, "height": 512, "true_cfg_scale": 1.0}
+        running = client.submit(images.png_bytes(), "slow", options=slow)
         wait_for(lambda: client.job(running)["status"] == "processing")
         queued = client.submit(images.png_bytes(), "next", options={"steps": 2, "seed": 7})
         wait_for(lambda: client.job(queued)["queue_position"] == 1)
@@ -788,15 +754,8 @@ def test_27_queue_full_is_503_with_retry_after_and_accepted_jobs_are_unaffected(
 
 @pytest.mark.parametrize(
     "url",
-    [
-        "ftp://example.com/hook",
-        "file:///etc/passwd",
-        "javascript:alert(1)",
-        "gopher://127.0.0.1:6379/_FLUSHALL",
-        "//example.com/hook",
-        "http:///no-host",
-    ],
-    ids=["28-ftp", "28-file", "28-javascript", "28-gopher", "28-no-scheme", "28-no-host"],
+    ["gopher://127.0.0.1:6379/_FLUSHALL", "//example.com/hook"],
+    ids=["28-gopher", "28-no-scheme"],
 )
 def test_28_callback_url_that_is_not_absolute_http_is_422(
     gateway: GatewayServer, private_tmp: Path, url: str
@@ -805,3 +764,13 @@ def test_28_callback_url_that_is_not_absolute_http_is_422(
         response = post(gateway, one_image(images.png_bytes()), edit(callback_url=url))
     body = assert_refused(gateway, response, 422, "invalid_callback_url")
     assert body["detail"] == {"field": "callback_url"}
+
+
+def test_28a_a_callback_host_off_the_allowlist_is_422_and_nothing_is_sent(
+    gateway: GatewayServer, private_tmp: Path
+) -> None:
+    for url in ("http://127.0.0.1:9/hook", "http://2130706433:9/hook", "http://[::1]:9/"):
+        with leaves_nothing(gateway, private_tmp):
+            response = post(gateway, one_image(images.png_bytes()), edit(callback_url=url))
+        body = assert_refused(gateway, response, 422, "callback_not_allowed")
+        assert "WEBHOOK_ALLOWED_HOSTS" in body["message"]

@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from qie_client.client import QieError
+from scripts.stack import TritonServer
 from tests import images
 from tests.deploy.metric_names import GPU_ONLY_METRICS, used_metric_names
 from tests.gateway_server import GatewayServer
-from tests.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 TYPE_LINE = re.compile(r"^# TYPE (\S+) \S+$", re.MULTILINE)

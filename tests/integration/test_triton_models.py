@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import queue
-import re
 import time
 from typing import Any
 
 import numpy as np
 import pytest
 
+from scripts.stack import ROOT, SHM_DIR, TritonServer
+from scripts.triton_stream import EditStream, StreamResult, edit_inputs, stream_edit
 from tests import images
-from tests.triton_server import (
-    ROOT,
-    SHM_DIR,
-    EditStream,
-    StreamResult,
-    TritonServer,
-    edit_inputs,
-    stream_edit,
-)
+from tests.model_metrics import model_counts, steps_until_cancelled
 
 pytestmark = pytest.mark.integration
 
@@ -100,27 +93,14 @@ def test_describe_returns_the_model_facts(
         assert any(entry.startswith("grayscale") for entry in described["vocabulary"])
     else:
         assert described["pipeline"] == "QwenImageEditPipeline"
-        assert described["defaults"]["steps"] == 50
-
-
-def cancelled_at_step(server: TritonServer, request_id: str, timeout: float = 15.0) -> int:
-    """The step at which the model says it stopped the request (from its log)."""
-    pattern = re.compile(rf"request {request_id} cancelled: cancelled after step (\d+) of 50")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = server.log_text()
-        assert f"request {request_id} done" not in text, "the cancelled request ran to the end"
-        found = pattern.search(text)
-        if found:
-            return int(found.group(1))
-        time.sleep(0.1)
-    raise AssertionError(f"the model never reported {request_id} cancelled\n{server.log_tail()}")
+        assert described["defaults"] == {"preset": "fast", "steps": 8, "true_cfg_scale": 1.0}
 
 
 def test_cancel_mid_run_stops_within_one_step_and_the_model_serves_the_next_request(
     triton_server: TritonServer,
 ) -> None:
     request_id = f"cancel-{time.monotonic_ns()}"
+    before = model_counts(triton_server, QWEN)
     # 512 x 512 makes a step take long enough (~0.3 s here) to see where the run stopped.
     options = {"steps": 50, "seed": 1, "true_cfg_scale": 1.0, "width": 512, "height": 512}
     stream = EditStream(triton_server.grpc_url)
@@ -145,7 +125,7 @@ def test_cancel_mid_run_stops_within_one_step_and_the_model_serves_the_next_requ
     assert len(late_progress) <= 1
     assert late_images == []
     # The model itself stopped: at most one step after the 2nd progress event the client saw.
-    assert cancelled_at_step(triton_server, request_id) <= 3
+    assert steps_until_cancelled(triton_server, QWEN, before) <= 3
     assert_good_qwen_edit(triton_server)
 
 

@@ -12,7 +12,7 @@ import triton_python_backend_utils as pb_utils
 
 from qie_engine import json_logging
 from qie_engine.model_config import qwen_settings, read_parameters
-from qie_engine.qwen_editor import QwenEditor
+from qie_engine.qwen_loader import load_editor
 from qie_engine.triton_adapter import RequestAdapter
 
 
@@ -25,8 +25,8 @@ class TritonPythonModel:
             # One instance per GPU: each one owns the device Triton placed it on.
             device = f"cuda:{args['model_instance_device_id']}"
             settings = dataclasses.replace(settings, device=device)
-        # Warm-up runs inside QwenEditor, so Triton reports ready only once it is done.
-        self.adapter = RequestAdapter(QwenEditor(args["model_name"], settings), pb_utils)
+        # load_editor warms up before it returns, so Triton reports ready only once that is done.
+        self.adapter = RequestAdapter(load_editor(args["model_name"], settings), pb_utils)
 
     def execute(self, requests):
         for request in requests:

@@ -1,0 +1,205 @@
+"""The OpenAPI document, stating exactly what validation enforces.
+
+FastAPI's generated schema describes form fields only as text. This fills in the rules that
+validation.py applies, derived from the same models and settings (so the two cannot disagree):
+required parts, prompt lengths, option bounds and enums, the callback allowlist; the image part's
+media types; the one error shape; the security schemes; and links from an accepted job to the
+job routes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from gateway.schemas import RequestOptions
+from gateway.settings import Settings
+from gateway.validation import PLAIN_FIELDS
+from qie_engine.image_codec import ALLOWED_FORMATS, MIME_TYPES
+
+IMAGE_TYPES = [MIME_TYPES[f] for f in ALLOWED_FORMATS]
+PORT = r"(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3})"
+PUBLIC_PATHS = {"/health", "/health/live"}
+JOB_LINKS = {
+    "GetJob": ("get", "/jobs/{job_id}"),
+    "GetResult": ("get", "/jobs/{job_id}/result"),
+    "CancelJob": ("post", "/jobs/{job_id}/cancel"),
+    "GetEvents": ("get", "/jobs/{job_id}/events"),
+}
+ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field's schema without its `null` branch: a form field is never null."""
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default", "title")}
+        return {**branches[0], **rest}
+    return {k: v for k, v in schema.items() if k not in ("default", "title")}
+
+
+def _refs_to_components(schema: Any) -> Any:
+    """Pydantic's local `$defs` references, pointed at the document's components."""
+    return json.loads(json.dumps(schema).replace("#/$defs/", "#/components/schemas/"))
+
+
+def callback_url_schema(settings: Settings) -> dict[str, Any]:
+    hosts = [h.lower().strip() for h in settings.webhook_allowed_hosts if h.strip()]
+    if not hosts:
+        return {
+            "type": "string",
+            "maxLength": 0,
+            "description": "Off: this gateway allows no callback hosts (WEBHOOK_ALLOWED_HOSTS).",
+        }
+    names = []
+    for host in hosts:
+        suffix = host.removeprefix("*")
+        if suffix.startswith("."):
+            names.append(r"[a-z0-9-]+(\.[a-z0-9-]+)*" + re.escape(suffix))
+        else:
+            names.append(re.escape(host.rstrip(".")))
+    return {
+        "type": "string",
+        "format": "uri",
+        "pattern": rf"^https?://({'|'.join(names)})(:{PORT})?([/?#][\x21-\x7e]*)?$",
+        "description": "Webhook called when the job ends; its host must be on the allowlist.",
+    }
+
+
+def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]:
+    """The /process form, field by field, as validation.py enforces it."""
+    options = RequestOptions.model_json_schema()
+    props = copy.deepcopy(generated["properties"])
+    text = settings.max_prompt_chars
+    props["image"] = {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "minItems": 1,
+        "maxItems": 3,
+        "description": generated["properties"]["image"].get("description", ""),
+    }
+    props["prompt"] = {
+        **props["prompt"],
+        "type": "string",
+        "minLength": 1,
+        "maxLength": text,
+        "pattern": r"\S",
+    }
+    props["negative_prompt"] = {"type": "string", "maxLength": text}
+    props["model"] = {"type": "string", "description": props["model"].get("description", "")}
+    props["options"] = {"$ref": "#/components/schemas/RequestOptions"}
+    for name in PLAIN_FIELDS:
+        props[name] = _refs_to_components(_without_null(options["properties"][name]))
+    props["callback_url"] = callback_url_schema(settings)
+    props["image_id"] = {"type": "string", "description": props["image_id"].get("description")}
+    props["async"] = {
+        "type": "boolean",
+        "default": False,
+        "description": "Same as Prefer: respond-async",
+    }
+    return {
+        "type": "object",
+        "properties": props,
+        "required": ["image", "prompt"],
+        "title": "ProcessForm",
+    }
+
+
+def _request_options_components(schema: dict[str, Any]) -> None:
+    options = RequestOptions.model_json_schema()
+    components = schema["components"]["schemas"]
+    for name, definition in options.pop("$defs", {}).items():
+        components[name] = definition
+    properties = {
+        k: _refs_to_components(_without_null(v)) for k, v in options["properties"].items()
+    }
+    components["RequestOptions"] = {**options, "properties": properties}
+
+
+def _errors_use_one_shape(schema: dict[str, Any]) -> None:
+    for path in schema["paths"].values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {}).get("application/json", {})
+                if content.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                    content["schema"] = dict(ERROR_REF)
+                if status in ("429", "503") and operation.get("security"):
+                    response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema["components"]["schemas"].pop(name, None)
+
+
+def _security(schema: dict[str, Any]) -> None:
+    schema["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "An API key"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    for path, item in schema["paths"].items():
+        for operation in item.values():
+            if path not in PUBLIC_PATHS:
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+                operation["responses"].setdefault(
+                    "401",
+                    {
+                        "description": "No valid API key",
+                        "content": {"application/json": {"schema": dict(ERROR_REF)}},
+                    },
+                )
+
+
+def _process_operation(schema: dict[str, Any], settings: Settings) -> None:
+    operation = schema["paths"]["/process"]["post"]
+    generated = schema["components"]["schemas"].pop("ProcessForm")
+    schema["components"]["schemas"]["ProcessForm"] = form_schema(settings, generated)
+    operation["requestBody"] = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"$ref": "#/components/schemas/ProcessForm"},
+                "encoding": {
+                    # A file part: it carries a file name (any name; the bytes decide the type).
+                    "image": {
+                        "contentType": ", ".join(IMAGE_TYPES),
+                        "headers": {
+                            "Content-Disposition": {
+                                "schema": {"type": "string"},
+                                "example": 'form-data; name="image"; filename="photo.png"',
+                            }
+                        },
+                    },
+                    "options": {"contentType": "application/json"},
+                },
+            }
+        },
+    }
+    ok = operation["responses"]["200"]["content"]
+    for mime in IMAGE_TYPES:
+        ok[mime] = {"schema": {"type": "string", "format": "binary"}}
+    accepted = operation["responses"]["202"]
+    accepted["headers"] = {"Location": {"schema": {"type": "string"}, "description": "The job"}}
+    accepted["links"] = {
+        name: {
+            "operationId": schema["paths"][path][method]["operationId"],
+            "parameters": {"job_id": "$response.body#/job_id"},
+        }
+        for name, (method, path) in JOB_LINKS.items()
+    }
+    result = schema["paths"]["/jobs/{job_id}/result"]["get"]["responses"]["200"]["content"]
+    for mime in IMAGE_TYPES:
+        result[mime] = {"schema": {"type": "string", "format": "binary"}}
+
+
+def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    _request_options_components(schema)
+    _process_operation(schema, settings)
+    _security(schema)
+    _errors_use_one_shape(schema)
+    return schema

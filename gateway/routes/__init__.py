@@ -1,0 +1,16 @@
+"""HTTP routes, one module per resource; each route adapts HTTP to the job service."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gateway import playground
+from gateway.routes import jobs, process, service_info
+
+# The app includes these in this order; a new router module adds itself here.
+ROUTERS: list[APIRouter] = [
+    process.router,
+    jobs.router,
+    service_info.router,
+    playground.router,
+]

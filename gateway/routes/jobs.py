@@ -1,0 +1,74 @@
+"""The job routes: status, result, cancel and the server-sent event stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+
+from gateway.deps import JobServiceDep, OwnerDep
+from gateway.job_service import StreamError
+from gateway.job_views import job_view, process_response, result_headers
+from gateway.schemas import JobView, error_responses
+from gateway.store.job_models import JobEvent
+
+router = APIRouter(prefix="/jobs/{job_id}")
+ERRORS = error_responses(401, 404, 409, 410, 429, 503)
+SSE_PING_S = 15
+
+
+@router.get("", response_model=JobView, responses=ERRORS, summary="A job's status")
+async def get_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobView:
+    return job_view(await service.get(job_id, owner))
+
+
+@router.get(
+    "/result",
+    responses={**ERRORS, 200: {"content": {"image/png": {}, "application/json": {}}}},
+    summary="The edited image: 409 until the job is done",
+)
+async def get_result(
+    request: Request, job_id: str, service: JobServiceDep, owner: OwnerDep
+) -> Response:
+    outcome = await service.result(job_id, owner)
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse(process_response(outcome).model_dump())
+    headers = result_headers(outcome.job)
+    return Response(outcome.image, media_type=outcome.job.result_mime, headers=headers)
+
+
+@router.post("/cancel", response_model=JobView, responses=ERRORS, summary="Cancel a job")
+async def cancel_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobView:
+    return job_view(await service.cancel(job_id, owner))
+
+
+def _sse(item: JobEvent | StreamError) -> ServerSentEvent:
+    if isinstance(item, StreamError):
+        data = {"code": item.code, "message": item.message}
+        return ServerSentEvent(data=json.dumps(data), event="error")
+    return ServerSentEvent(data=json.dumps(item.data), event=item.event, id=str(item.id))
+
+
+@router.get(
+    "/events",
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    summary="Server-sent events: queued, started, progress, then completed, failed or cancelled",
+)
+async def job_events(
+    job_id: str,
+    service: JobServiceDep,
+    owner: OwnerDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    events = await service.events(job_id, owner, start)
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        async for item in events:
+            yield _sse(item)
+
+    return EventSourceResponse(stream(), ping=SSE_PING_S)

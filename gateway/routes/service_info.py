@@ -1,0 +1,59 @@
+"""What the service is and how it is doing: /health, /health/live, /models and /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.deps import JobServiceDep, MetricsDep, OwnerDep, RegistryDep, SettingsDep
+from gateway.schemas import TENSOR_CONTRACT, HealthView, ModelsView, error_responses
+
+router = APIRouter()
+
+
+@router.get("/health", response_model=HealthView, summary="Liveness and readiness")
+async def health(
+    registry: RegistryDep, service: JobServiceDep, settings: SettingsDep
+) -> JSONResponse:
+    state = registry.health(service.saturated(settings.default_model))
+    body = HealthView(
+        status=state.value,
+        models={name: info.ready for name, info in registry.models.items()},
+        triton=registry.triton_status(),
+        queues=service.queues(),
+        auth=not settings.auth_disabled,
+    )
+    code = 200 if state.value in ("READY", "BUSY") else 503
+    return JSONResponse(body.model_dump(), status_code=code)
+
+
+@router.get("/health/live", summary="The process is up")
+async def live() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get(
+    "/models",
+    response_model=ModelsView,
+    responses=error_responses(401, 429),
+    summary="Models, their options and limits",
+)
+async def models(registry: RegistryDep, settings: SettingsDep, owner: OwnerDep) -> ModelsView:
+    limits = {
+        "max_upload_bytes": settings.max_upload_bytes,
+        "max_image_bytes": settings.max_image_bytes,
+        "max_pixels": settings.max_pixels,
+        "max_prompt_chars": settings.max_prompt_chars,
+    }
+    return ModelsView(
+        default_model=settings.default_model,
+        aliases=settings.model_aliases,
+        models=[info.public(limits) for info in registry.models.values()],
+        tensor_contract=TENSOR_CONTRACT,
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,124 @@
+"""What the job service needs from a backend: a store of jobs and a queue per model.
+
+Two backends implement both: memory (one process, `make run`) and Redis (any number of
+replicas). Every state change is one atomic write that carries its event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.store.job_models import EditRequest, Job, JobEvent, NewEvent
+
+# A running job's claim on its queue entry and slot lasts this long unless renewed.
+DEFAULT_LEASE_S = 15.0
+# How long a job that a dead replica was running gets, in attempts, before it fails.
+MAX_ATTEMPTS = 2
+
+
+class JobGone(Exception):
+    """The job expired or was evicted while someone waited on it."""
+
+
+class JobStore(Protocol):
+    ttl_s: int
+
+    async def create(self, job: Job, event: NewEvent, request: EditRequest) -> tuple[Job, bool]:
+        """Store a new job with its first event and its edit, and queue it for its model, in
+        one write; or return the job an idempotent replay (or a retried create) names."""
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def get_request(self, job_id: str) -> EditRequest | None:
+        """The edit a job asked for, until it finishes."""
+        ...
+
+    async def apply(
+        self,
+        job_id: str,
+        fields: Mapping[str, Any],
+        event: NewEvent | None = None,
+        *,
+        result: bytes | None = None,
+        expect: Mapping[str, Collection[Any]] | None = None,
+    ) -> Job | None:
+        """Change fields, append the event and store the result, in one atomic write.
+
+        A finished job also drops its edit. None when the job is missing, or when one of the
+        `expect` fields holds none of the values given for it (nothing is written then).
+        """
+        ...
+
+    async def events_after(self, job_id: str, last_id: int) -> list[JobEvent]: ...
+
+    async def wait_events(self, job_id: str, last_id: int, timeout: float) -> list[JobEvent]:
+        """Events after `last_id`, waiting up to `timeout` seconds for the first one.
+
+        Raises JobGone when the job does not exist (or stops existing while it waits).
+        """
+        ...
+
+    async def get_result(self, job_id: str) -> bytes | None: ...
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Tell whichever replica runs the job to stop it."""
+        ...
+
+    async def cancel_requested(self, job_id: str) -> bool: ...
+
+    async def wait_cancel(self, job_id: str) -> None:
+        """Return once a cancel of the job was requested, from any replica (a blocking read)."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A job taken from its model's queue, holding one of the model's global slots."""
+
+    model: str
+    job_id: str
+    entry_id: str = ""
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    waiting: int  # jobs not yet taken, from every replica
+    waiting_here: int  # of those, the ones this replica accepted
+    running: int  # slots held, on every replica
+    avg_run_s: float
+
+
+class JobQueue(Protocol):
+    shared: bool  # seen by every replica (Redis), or by this process only (memory)
+
+    async def take(self, model: str, limit: int, timeout: float) -> Ticket | None:
+        """The oldest waiting job once fewer than `limit` run on all replicas; None after
+        `timeout` seconds. A job whose runner died (lease expired) is taken again."""
+        ...
+
+    async def renew(self, ticket: Ticket) -> bool:
+        """Extend the ticket's lease; False when it was lost to another replica."""
+        ...
+
+    async def release(self, ticket: Ticket, run_s: float | None = None) -> None:
+        """Done with the job: free its slot, forget its entry, and learn its run time."""
+        ...
+
+    async def remove(self, model: str, job_id: str) -> None:
+        """Take a waiting job out of the queue (it was cancelled)."""
+        ...
+
+    async def position(self, model: str, job_id: str) -> int | None:
+        """1-based place among the jobs not yet taken, or None."""
+        ...
+
+    async def stats(self, model: str) -> QueueStats: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,105 @@
+"""The Redis side shared by the store and the queue: one client, key names, scripts, errors.
+
+Keys (prefix "qie:"); a job's keys carry its TTL, refreshed on each write to the job:
+  qie:job:<id>               hash: one JSON value per Job field, plus _entry and _idem (raw)
+  qie:job:<id>:events        stream; entry ids are "<n>-0", n = 1, 2, ... (the SSE event id)
+  qie:job:<id>:request       hash: the edit (prompt, options, image:0 ...), until it finishes
+  qie:job:<id>:result        string: the edited image bytes
+  qie:job:<id>:control       stream: a cancel request, read by the runner with a blocking read
+  qie:idem:<owner>:<sha256>  string: the job id an Idempotency-Key named (key hashed: bounded)
+  qie:queue:<model>          stream of {job, replica}, read by the consumer group "runners"
+  qie:queue:<model>:slots    sorted set: job id -> lease expiry (ms); its size is the running count
+  qie:queue:<model>:wake     list: a token per freed slot or new job, for waiters' BLPOP
+  qie:queue:<model>:avg      string: moving average of one run, seconds (ETAs)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.errors import StoreUnavailable
+
+# A down Redis must answer within a couple of seconds, never hang a request.
+REDIS_TIMEOUT_S = 2.0
+# Blocking reads stay under the socket timeout, so a long wait is a series of short ones, each
+# of which returns the moment its key changes.
+REDIS_BLOCK_S = 1.0
+GROUP = "runners"
+
+
+def connect(url: str) -> Redis:
+    # No client-side retries: callers decide how long to keep trying, and a down Redis answers
+    # at once. The pool still reconnects stale connections after a restart.
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        protocol=2,
+        decode_responses=False,
+    )
+
+
+def script(redis: Redis, name: str, *, prelude: str | None = None) -> AsyncScript:
+    """A Lua script of this package (lua/<name>.lua), after an optional prelude of helpers."""
+    folder = resources.files("gateway.store").joinpath("lua")
+    parts = [folder.joinpath(f"{n}.lua").read_text() for n in (prelude, name) if n]
+    return redis.register_script("\n".join(parts))
+
+
+@contextlib.contextmanager
+def reachable() -> Iterator[None]:
+    """Redis connection trouble becomes StoreUnavailable (503); the message names no host."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise StoreUnavailable(type(exc).__name__) from exc
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisKeys:
+    def __init__(self, prefix: str = "qie:") -> None:
+        self.prefix = prefix
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.job(job_id)}:events"
+
+    def request(self, job_id: str) -> str:
+        return f"{self.job(job_id)}:request"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.job(job_id)}:result"
+
+    def control(self, job_id: str) -> str:
+        return f"{self.job(job_id)}:control"
+
+    def idempotency(self, owner: str, key: str) -> str:
+        return f"{self.prefix}idem:{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    def queue(self, model: str) -> str:
+        return f"{self.prefix}queue:{model}"
+
+    def slots(self, model: str) -> str:
+        return f"{self.queue(model)}:slots"
+
+    def wake(self, model: str) -> str:
+        return f"{self.queue(model)}:wake"
+
+    def avg(self, model: str) -> str:
+        return f"{self.queue(model)}:avg"

@@ -1,0 +1,181 @@
+"""The multipart form of POST /process, turned into one Submission, or refused with the reason.
+
+Everything is checked here before a job exists: the model, the options (as JSON or as plain
+form fields), the callback URL, the prompts, the image count, and each image's type, pixel count
+and integrity (from its bytes, never its name). docs/openapi.json states the same rules
+(openapi_contract.py derives them from the same models and settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import UploadFile
+from pydantic import BaseModel, Field, ValidationError
+
+from gateway.callback_targets import CallbackPolicy
+from gateway.errors import ApiError
+from gateway.job_service import Submission
+from gateway.model_registry import ModelInfo
+from gateway.schemas import RequestOptions
+from gateway.settings import Settings
+from gateway.store.job_models import EditRequest
+from qie_engine.contract import describe_validation_error
+from qie_engine.edit_request import check_image_count, check_prompt
+from qie_engine.errors import InvalidInput
+from qie_engine.image_codec import ImageLimits, check_image
+
+# Options that may also come as plain form fields (text, parsed as numbers where they are).
+PLAIN_OPTIONS = ("preset", "steps", "true_cfg_scale", "seed", "output_format", "width", "height")
+PLAIN_FIELDS = (*PLAIN_OPTIONS, "timeout")
+
+
+class ProcessForm(BaseModel):
+    """The parts of POST /process as they arrive; an empty text field counts as absent."""
+
+    image: list[UploadFile] = Field(
+        description="1 image (1-3 for Plus models): JPEG, PNG or WebP; the bytes decide"
+    )
+    prompt: str = Field(description="The edit instruction")
+    negative_prompt: str | None = Field(None, description="What to steer away from")
+    model: str | None = Field(None, description="Model name or alias; default DEFAULT_MODEL")
+    options: str | None = Field(None, description="JSON object of options (the fields below)")
+    preset: str | None = Field(None, description="fast or quality")
+    steps: str | None = Field(None, description="Denoising steps")
+    true_cfg_scale: str | None = Field(None, description="True CFG scale; 1 disables it")
+    seed: str | None = Field(None, description="Random seed")
+    output_format: str | None = Field(None, description="png, webp or jpeg")
+    width: str | None = Field(None, description="Output width")
+    height: str | None = Field(None, description="Output height")
+    timeout: str | None = Field(None, description="Deadline in seconds (504 when passed)")
+    run_async: bool = Field(False, alias="async", description="Same as Prefer: respond-async")
+    callback_url: str | None = Field(None, description="Webhook called when the job ends")
+    image_id: str | None = Field(None, description="Your id for the image; echoed back")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What the request says about its sender, beside the form."""
+
+    owner: str
+    request_id: str
+    prefer: str | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def respond_async(self) -> bool:
+        return bool(self.prefer and "respond-async" in self.prefer.lower())
+
+
+def as_number(value: str | None) -> Any:
+    """Form fields arrive as text; numbers are parsed so that "8" is 8 and "8.5" stays invalid."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _checked(data: dict[str, Any]) -> RequestOptions:
+    try:
+        return RequestOptions.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(
+            "invalid_options",
+            describe_validation_error(exc),
+            detail=[
+                {"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()
+            ],
+        ) from None
+
+
+def parse_options(options: str | None, plain: Mapping[str, Any]) -> RequestOptions:
+    """The options JSON (strict: "8" is not 8 there), then plain form fields on top of it.
+
+    Each must be valid on its own, as the OpenAPI document says: a plain field never hides a bad
+    value in the JSON.
+    """
+    data: dict[str, Any] = {}
+    if options:
+        try:
+            data = json.loads(options)
+        except json.JSONDecodeError as exc:
+            raise ApiError(
+                "invalid_options",
+                f"options is not valid JSON: {exc.msg}",
+                detail={"field": "options"},
+            ) from None
+        if not isinstance(data, dict):
+            raise ApiError("invalid_options", "options must be a JSON object")
+        _checked(data)
+    fields = {k: as_number(v) for k, v in plain.items()}
+    return _checked({**data, **{k: v for k, v in fields.items() if v is not None}})
+
+
+def request_hash(request: EditRequest) -> str:
+    """What makes two submissions the same request, for Idempotency-Key replays."""
+    digest = hashlib.sha256()
+    parts = (request.model, request.prompt, request.negative_prompt or "", request.options_json)
+    for part in (*parts, *(hashlib.sha256(i).hexdigest() for i in request.images)):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+class SubmissionReader:
+    def __init__(
+        self, settings: Settings, policy: CallbackPolicy, models: Mapping[str, ModelInfo]
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.models = models  # the registry's, kept up to date as Triton's models change
+        self.limits = ImageLimits(settings.max_image_bytes, settings.max_pixels)
+
+    def model(self, name: str | None) -> ModelInfo:
+        resolved = self.settings.resolve_model(name)
+        info = self.models.get(resolved)
+        if info is None:
+            known = {"models": sorted(self.models)}
+            raise ApiError("model_not_found", f"unknown model {resolved!r}", detail=known)
+        if not info.ready:
+            message = f"model {resolved} is not ready (loading or failed); retry shortly"
+            raise ApiError("model_unavailable", message)
+        return info
+
+    async def read(self, form: ProcessForm, caller: Caller) -> Submission:
+        info = self.model(form.model)
+        options = parse_options(form.options, {k: getattr(form, k) for k in PLAIN_FIELDS})
+        callback = self.policy.check_url(form.callback_url) if form.callback_url else None
+        uploads = [await part.read() for part in form.image]
+        max_chars = self.settings.max_prompt_chars
+        try:
+            check_image_count(len(uploads), info.max_images)
+            prompt = check_prompt(form.prompt, max_chars)
+            negative = None
+            if form.negative_prompt and form.negative_prompt.strip():
+                negative = check_prompt(form.negative_prompt, max_chars, name="negative_prompt")
+            for data in uploads:
+                # Type and pixels from the header, then an integrity check: off the event loop.
+                await asyncio.to_thread(check_image, data, self.limits)
+        except InvalidInput as exc:
+            raise ApiError(exc.code, str(exc)) from None
+        options_json = options.edit_options().model_dump_json(exclude_none=True)
+        request = EditRequest(info.name, uploads, prompt, negative, options_json, caller.request_id)
+        return Submission(
+            owner=caller.owner,
+            request=request,
+            deadline_s=options.timeout or self.settings.request_timeout_s,
+            respond_async=form.run_async or caller.respond_async,
+            idempotency_key=caller.idempotency_key,
+            request_hash=request_hash(request) if caller.idempotency_key else None,
+            callback_url=callback,
+            image_id=form.image_id,
+        )

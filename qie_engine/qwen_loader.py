@@ -1,0 +1,116 @@
+"""Building a QwenEditor: the pipeline from a hub id or a folder, then the presets' extras.
+
+`load_editor` is what Triton's model.py calls: resolve, check the memory modes against the
+device, `from_pretrained` (with diffusers' quantization config), `assemble`, warm up.
+`assemble` takes a pipeline built by anyone (the GPU benchmark builds a full-size one in memory)
+and adds what the served presets need: the Lightning LoRA, device placement or offload, the
+attention backend, the step cache, compile. Nothing is looked up behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from qie_engine.contract import Preset
+from qie_engine.errors import EngineError
+from qie_engine.lightning import LightningLora, lightning_source
+from qie_engine.model_folder import ModelFolder, read_model_folder, resolve_model_dir
+from qie_engine.quantization import check_memory_modes, pipeline_quantization
+from qie_engine.qwen_editor import PresetExtras, QwenEditor
+from qie_engine.qwen_settings import QwenSettings
+from qie_engine.step_cache import StepCache
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_pipeline(folder: ModelFolder, settings: QwenSettings, device: torch.device) -> Any:
+    """from_pretrained on the folder, quantized as it loads when QUANTIZATION asks for it."""
+    from diffusers import DiffusionPipeline
+
+    check_memory_modes(settings.quantization, settings.cpu_offload, device)
+    pipe: Any = DiffusionPipeline.from_pretrained(
+        folder.path,
+        dtype=compute_dtype(device),
+        quantization_config=pipeline_quantization(settings.quantization),
+    )
+    if type(pipe).__name__ != folder.pipeline:  # pragma: no cover - diffusers' job
+        raise EngineError(f"loaded {type(pipe).__name__}, expected {folder.pipeline}")
+    return pipe
+
+
+def _place(pipe: Any, settings: QwenSettings, device: torch.device) -> None:
+    if settings.cpu_offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif settings.cpu_offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+
+
+def _attention(pipe: Any, backend: str | None) -> None:
+    if not backend:
+        return
+    try:
+        pipe.transformer.set_attention_backend(backend)
+    except (ValueError, ImportError, RuntimeError) as exc:
+        raise EngineError(f"attention backend {backend!r}: {exc}") from None
+
+
+def assemble(
+    name: str, pipe: Any, folder: ModelFolder, settings: QwenSettings, device: torch.device
+) -> QwenEditor:
+    """Add the served presets' extras to a built pipeline and hand both to a QwenEditor."""
+    check_memory_modes(settings.quantization, settings.cpu_offload, device)
+    lightning = None
+    if Preset.FAST in settings.presets:
+        source = lightning_source(settings.lora_path, folder, settings.fast_steps)
+        lightning = LightningLora(pipe, source, fuse=settings.presets == (Preset.FAST,))
+    _place(pipe, settings, device)
+    _attention(pipe, settings.attention_backend)
+    step_cache = None
+    if Preset.BALANCED in settings.presets:
+        threshold = folder.stand_ins.cache_threshold if folder.stand_ins else None
+        step_cache = StepCache(pipe.transformer, threshold)
+    if settings.compile_blocks:
+        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    pipe.set_progress_bar_config(disable=True)
+    extras = PresetExtras(lightning=lightning, step_cache=step_cache)
+    return QwenEditor(name, pipe, folder=folder, settings=settings, extras=extras)
+
+
+def load_editor(name: str, settings: QwenSettings) -> QwenEditor:
+    """Everything model.py needs: load, assemble, warm up (Triton is ready only after this)."""
+    started = time.perf_counter()
+    folder = read_model_folder(resolve_model_dir(settings.model_id))
+    device = pick_device(settings.device)
+    pipe = load_pipeline(folder, settings, device)
+    editor = assemble(name, pipe, folder, settings, device)
+    log.info(
+        "loaded %s (%s, %s, quantization %s) on %s in %.1fs; presets %s, default %s%s",
+        settings.model_id,
+        folder.pipeline,
+        compute_dtype(device),
+        settings.quantization,
+        device,
+        time.perf_counter() - started,
+        ", ".join(p.value for p in settings.presets),
+        settings.default_preset.value,
+        " - RANDOM WEIGHTS, pixels are meaningless" if folder.random_weights else "",
+    )
+    if settings.warmup:
+        editor.warm_up()
+    return editor

@@ -1,0 +1,48 @@
+"""Generators the OpenAPI fuzzer needs where a schema cannot say enough (loaded by
+tests/integration/test_openapi_fuzz.py through SCHEMATHESIS_HOOKS).
+
+- An image part must be a real JPEG, PNG or WebP: the schema names the media types, and these
+  strategies make small real files of each (random bytes stay in the negative cases).
+- classic_edit, the fast model the fuzzed gateway uses, edits only the instructions of its
+  vocabulary (docs/classic-vocabulary.md); a valid request's prompt is drawn from it.
+- An Idempotency-Key names one request: reused with another body it is refused (422, tested in
+  test_gateway_flows.py). The fuzzer cannot know which keys it used, so each valid request that
+  sends one gets a key of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import schemathesis
+from hypothesis import strategies as st
+
+from tests import images
+
+INSTRUCTIONS = ["invert", "make it black and white", "sepia", "mirror", "rotate 90 degrees"]
+
+
+@st.composite
+def picture(draw: st.DrawFn, fmt: str) -> bytes:
+    width, height = draw(st.integers(8, 48)), draw(st.integers(8, 48))
+    return images.encode(images.colourful(width, height), fmt)
+
+
+# The image property is an array of file parts (repeated parts); classic_edit takes one.
+for mime, fmt in (("image/png", "PNG"), ("image/jpeg", "JPEG"), ("image/webp", "WEBP")):
+    schemathesis.openapi.media_type(mime, st.lists(picture(fmt), min_size=1, max_size=1))
+
+
+@schemathesis.hook
+def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
+    meta = case.meta
+    body: Any = case.body
+    positive = meta is not None and meta.generation.mode.is_positive
+    if positive and isinstance(body, dict) and isinstance(body.get("prompt"), str):
+        body["prompt"] = INSTRUCTIONS[len(body["prompt"]) % len(INSTRUCTIONS)]
+    if positive and case.headers:
+        for name in list(case.headers):
+            if name.lower() == "idempotency-key":
+                case.headers[name] = uuid.uuid4().hex
+    return case
