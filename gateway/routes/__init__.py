@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from gateway import playground
 from gateway.routes import jobs, process, service_info
 
 # The app includes these in this order; a new router module adds itself here.
-ROUTERS: list[APIRouter] = [process.router, jobs.router, service_info.router]
+ROUTERS: list[APIRouter] = [
+    process.router,
+    jobs.router,
+    service_info.router,
+    playground.router,
+]

@@ -1,0 +1,140 @@
+// The result area: the input, then the job's live progress, then the result beside the input
+// on a before/after slider, with Cancel, Retry and Download.
+
+import { formatSeconds, show } from "./dom.js";
+
+const EXTENSIONS = { png: "png", webp: "webp", jpeg: "jpg" };
+
+function statusText(job) {
+  switch (job.status) {
+    case "submitting":
+      return job.cancelRequested ? "Cancelling…" : "Uploading…";
+    case "pending": {
+      if (job.cancelRequested) return "Cancelling…";
+      if (!job.position) return "Queued: starting now.";
+      const eta = job.etaS ? `, done in about ${formatSeconds(job.etaS)}` : "";
+      return `Queued: position ${job.position}${eta}.`;
+    }
+    case "processing": {
+      if (job.cancelRequested) return "Cancelling: the model stops after this step…";
+      return job.total ? `Step ${job.step} of ${job.total}…` : "Started…";
+    }
+    case "completed": {
+      const took = job.finishedAt ? ` in ${formatSeconds((job.finishedAt - job.submittedAt) / 1000)}` : "";
+      return `Done${took}.`;
+    }
+    case "cancelled":
+      return job.step ? `Cancelled after step ${job.step} of ${job.total}.` : "Cancelled.";
+    case "failed":
+      return "Failed.";
+    default:
+      return "";
+  }
+}
+
+function metaText(job) {
+  const meta = job.meta;
+  if (!meta) return job.id ? `job ${job.id}` : "";
+  const parts = [meta.model, `${meta.steps} step${meta.steps === 1 ? "" : "s"}`];
+  if (meta.seed !== null && meta.seed !== undefined) parts.push(`seed ${meta.seed}`);
+  parts.push(`${meta.width}×${meta.height}`, meta.format);
+  if (meta.operations?.length) parts.push(meta.operations.join(", "));
+  if (meta.random_weights) parts.push("random weights: the pixels mean nothing");
+  parts.push(`job ${job.id}`);
+  return parts.join(" · ");
+}
+
+export function downloadName(job) {
+  const stem = job.input.name.replace(/\.[^.]*$/, "") || "image";
+  return `${stem}-edited.${EXTENSIONS[job.meta?.format] ?? "png"}`;
+}
+
+export class Stage {
+  constructor(elements) {
+    this.e = elements;
+    this.job = null;
+    this.input = null;
+    elements.split.addEventListener("input", () => this.setSplit(elements.split.value));
+    this.setSplit(elements.split.value);
+    elements.result.addEventListener("load", () => this.fit(elements.result));
+    elements.before.addEventListener("load", () => {
+      if (this.e.compare.dataset.view === "preview") this.fit(elements.before);
+    });
+  }
+
+  setSplit(percent) {
+    this.e.compare.style.setProperty("--split", `${percent}%`);
+  }
+
+  // The frame takes the shape of the image shown last, so neither is cropped.
+  fit(image) {
+    if (image.naturalWidth && image.naturalHeight) {
+      this.e.compare.style.setProperty("--ratio", `${image.naturalWidth} / ${image.naturalHeight}`);
+    }
+  }
+
+  /** Shows a picked image before any edit of it. */
+  showInput(input) {
+    this.job = null;
+    this.input = input;
+    this.render();
+  }
+
+  showJob(job) {
+    this.job = job;
+    this.input = job.input;
+    this.render();
+  }
+
+  render() {
+    const { e, job, input } = this;
+    const hasResult = Boolean(job?.resultUrl);
+    const previewable = input && input.previewable !== false;
+    e.compare.dataset.view = hasResult ? "compare" : previewable ? "preview" : "empty";
+    e.empty.textContent = input
+      ? `${input.name} has no preview; the gateway will say whether it takes it.`
+      : "Pick an image to see it here.";
+    if (input && e.before.getAttribute("src") !== input.url) e.before.src = input.url;
+    if (!input) e.before.removeAttribute("src");
+    if (hasResult && e.result.getAttribute("src") !== job.resultUrl) e.result.src = job.resultUrl;
+    if (!hasResult) e.result.removeAttribute("src");
+    show(e.slider, hasResult);
+    e.stage.dataset.jobId = job?.id ?? "";
+    e.stage.dataset.status = job?.status ?? "";
+
+    e.progress.value = job ? job.percent : 0;
+    e.progress.setAttribute("aria-valuetext", job ? `${job.percent} %` : "not started");
+    e.status.textContent = job ? statusText(job) : input ? "Ready to process." : "Nothing running.";
+
+    const error = job?.status === "failed" ? job.error : null;
+    e.error.replaceChildren();
+    if (error) {
+      const code = document.createElement("span");
+      code.className = "error-code";
+      code.textContent = error.code;
+      e.error.append(error.message, " ", code);
+    }
+    show(e.error, Boolean(error));
+
+    const cancelFocused = document.activeElement === e.cancel;
+    show(e.cancel, Boolean(job?.active));
+    e.cancel.disabled = Boolean(job?.cancelRequested);
+    show(e.retry, job?.status === "failed" || job?.status === "cancelled");
+    show(e.download, hasResult);
+    if (hasResult) {
+      e.download.href = job.resultUrl;
+      e.download.download = downloadName(job);
+    }
+    e.meta.textContent = job ? metaText(job) : "";
+    // Cancel vanishes when the job ends; keyboard focus moves on to what comes next.
+    if (cancelFocused && e.cancel.hidden) {
+      [e.retry, e.download, e.process].find((node) => !node.hidden)?.focus();
+    }
+  }
+
+  /** A message of the page itself (there is nothing to send yet), in the error area. */
+  showMessage(message) {
+    this.e.error.replaceChildren(message);
+    show(this.e.error, true);
+  }
+}
