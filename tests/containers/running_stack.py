@@ -27,7 +27,7 @@ import httpx
 from qie_client.client import QieClient
 from scripts import base_images
 from scripts.compose_stack import GATEWAY, GATEWAY_PORT, Stack, docker, inspect
-from tests.triton_server import free_port
+from scripts.stack import free_port
 
 API_KEY = "container-test-key"
 SERVICES = (GATEWAY, "triton-cpu", "redis", "prometheus")
