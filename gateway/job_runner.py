@@ -40,7 +40,7 @@ class JobRunner:
         limit: Callable[[str], int],
         lease_s: float,
     ) -> None:
-        self.store, self.queue = backend
+        self.store, self.queue = backend.store, backend.queue
         self.pool = pool
         self.lifecycle = lifecycle
         self.metrics = lifecycle.metrics

@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.store.batch_models import Batch
 from gateway.store.job_models import EditRequest, Job, JobEvent, NewEvent
 
 # A running job's claim on its queue entry and slot lasts this long unless renewed.
@@ -21,13 +22,23 @@ MAX_ATTEMPTS = 2
 class JobGone(Exception):
     """The job expired or was evicted while someone waited on it."""
 
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
 
 class JobStore(Protocol):
     ttl_s: int
 
-    async def create(self, job: Job, event: NewEvent, request: EditRequest) -> tuple[Job, bool]:
+    async def create(
+        self, job: Job, event: NewEvent, request: EditRequest | None
+    ) -> tuple[Job, bool]:
         """Store a new job with its first event and its edit, and queue it for its model, in
-        one write; or return the job an idempotent replay (or a retried create) names."""
+        one write; or return the job an idempotent replay (or a retried create) names.
+
+        With no edit, the job ended before it could be queued (a batch item refused at the door):
+        it is stored with its event, its final one, and never queued.
+        """
         ...
 
     async def get(self, job_id: str) -> Job | None: ...
@@ -61,6 +72,14 @@ class JobStore(Protocol):
         """
         ...
 
+    async def wait_many(
+        self, cursors: Mapping[str, int], timeout: float
+    ) -> dict[str, list[JobEvent]]:
+        """wait_events for several jobs at once: the events after each job's cursor, for the
+        jobs that have some, waiting up to `timeout` seconds for the first one (one blocking
+        read for all of them). Raises JobGone naming a job that does not exist."""
+        ...
+
     async def get_result(self, job_id: str) -> bytes | None: ...
 
     async def request_cancel(self, job_id: str) -> None:
@@ -76,6 +95,16 @@ class JobStore(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class BatchStore(Protocol):
+    """Batch records: each written once, with its own expiry, and never changed."""
+
+    async def create(self, batch: Batch, ttl_s: int) -> tuple[Batch, bool]:
+        """Store the batch unless one with its id exists: (the stored batch, whether it is new)."""
+        ...
+
+    async def get(self, batch_id: str) -> Batch | None: ...
 
 
 @dataclass(frozen=True)

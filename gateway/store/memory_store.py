@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
+from gateway.store.batch_models import Batch
 from gateway.store.job_models import (
     TERMINAL_STATUSES,
     EditRequest,
@@ -170,7 +171,9 @@ class MemoryJobStore:
         self._sweep()
         return len(self._entries)
 
-    async def create(self, job: Job, event: NewEvent, request: EditRequest) -> tuple[Job, bool]:
+    async def create(
+        self, job: Job, event: NewEvent, request: EditRequest | None
+    ) -> tuple[Job, bool]:
         self._sweep()
         existing = self._entries.get(job.id)
         if existing is not None:
@@ -186,7 +189,8 @@ class MemoryJobStore:
         entry = _Entry(job=job.model_copy(deep=True), request=request, touched=self._clock())
         entry.events.append(event_copy(event, 1))
         self._entries[job.id] = entry
-        self.queue.push(job)
+        if request is not None:
+            self.queue.push(job)
         self._evict_over_bounds()
         return job.model_copy(deep=True), True
 
@@ -249,6 +253,38 @@ class MemoryJobStore:
             wakeup = self._wakeups.setdefault(job_id, asyncio.Event())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), wait)
+
+    async def wait_many(
+        self, cursors: Mapping[str, int], timeout: float
+    ) -> dict[str, list[JobEvent]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            found: dict[str, list[JobEvent]] = {}
+            expires_in = float(self.ttl_s)
+            for job_id, last_id in cursors.items():
+                entry = self._entry(job_id)
+                if entry is None:
+                    raise JobGone(job_id)
+                expires_in = min(expires_in, entry.touched + self.ttl_s - self._clock())
+                events = await self.events_after(job_id, last_id)
+                if events:
+                    found[job_id] = events
+            remaining = deadline - loop.time()
+            if found or remaining <= 0 or not cursors:
+                return found
+            # One wake-up for any of the jobs (an event, an expiry) or the timeout: never spin.
+            wakeups = [self._wakeups.setdefault(j, asyncio.Event()) for j in cursors]
+            waiters = [asyncio.ensure_future(w.wait()) for w in wakeups]
+            try:
+                await asyncio.wait(
+                    waiters,
+                    timeout=max(0.001, min(remaining, expires_in + 0.001)),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
 
     async def get_result(self, job_id: str) -> bytes | None:
         entry = self._entry(job_id)
@@ -322,6 +358,42 @@ class MemoryJobStore:
         wakeup = self._wakeups.pop(job_id, None)
         if wakeup is not None:
             wakeup.set()
+
+
+class MemoryBatchStore:
+    """Batch records of one process; each is forgotten at its own expiry, the oldest first when
+    more than `max_batches` are kept."""
+
+    def __init__(
+        self, *, max_batches: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_batches = max_batches
+        self._clock = clock
+        self._batches: OrderedDict[str, tuple[Batch, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        self._sweep()
+        return len(self._batches)
+
+    async def create(self, batch: Batch, ttl_s: int) -> tuple[Batch, bool]:
+        self._sweep()
+        kept = self._batches.get(batch.id)
+        if kept is not None:
+            return kept[0].model_copy(deep=True), False
+        self._batches[batch.id] = (batch.model_copy(deep=True), self._clock() + ttl_s)
+        while len(self._batches) > self.max_batches:
+            self._batches.popitem(last=False)
+        return batch.model_copy(deep=True), True
+
+    async def get(self, batch_id: str) -> Batch | None:
+        self._sweep()
+        kept = self._batches.get(batch_id)
+        return kept[0].model_copy(deep=True) if kept else None
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        for batch_id in [b for b, (_, expires) in self._batches.items() if expires <= now]:
+            del self._batches[batch_id]
 
 
 def _holds(job: Job, expect: Mapping[str, Collection[Any]] | None) -> bool:

@@ -7,6 +7,8 @@ Keys (prefix "qie:"); a job's keys carry its TTL, refreshed on each write to the
   qie:job:<id>:result        string: the edited image bytes
   qie:job:<id>:control       stream: a cancel request, read by the runner with a blocking read
   qie:idem:<owner>:<sha256>  string: the job id an Idempotency-Key named (key hashed: bounded)
+  qie:batch:<id>             string: a batch (JSON: its items and their job ids), written once;
+                             it expires JOB_TTL_S plus its jobs' deadline after it was accepted
   qie:queue:<model>          stream of {job, replica}, read by the consumer group "runners"
   qie:queue:<model>:slots    sorted set: job id -> lease expiry (ms); its size is the running count
   qie:queue:<model>:wake     list: a token per freed slot or new job, for waiters' BLPOP
@@ -91,6 +93,9 @@ class RedisKeys:
 
     def idempotency(self, owner: str, key: str) -> str:
         return f"{self.prefix}idem:{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix}batch:{batch_id}"
 
     def queue(self, model: str) -> str:
         return f"{self.prefix}queue:{model}"

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from gateway.store.batch_models import Batch
 from gateway.store.job_models import (
     TERMINAL_STATUSES,
     EditRequest,
@@ -92,19 +93,20 @@ class RedisJobStore:
         self._create = script(redis, "create")
         self._apply = script(redis, "apply")
 
-    async def create(self, job: Job, event: NewEvent, request: EditRequest) -> tuple[Job, bool]:
+    async def create(
+        self, job: Job, event: NewEvent, request: EditRequest | None
+    ) -> tuple[Job, bool]:
         k = self.keys
         keys = [k.job(job.id), k.events(job.id), k.request(job.id), k.queue(job.model)]
         if job.idempotency_key is not None:
             keys.append(k.idempotency(job.owner, job.idempotency_key))
         values = [item for name in FIELD_TYPES for item in (name, encode(getattr(job, name)))]
         head: list[Any] = [self.ttl_s, job.id, GROUP, self.replica, event.event]
-        head.append(encode(event.data))
+        head += [encode(event.data), "record" if request is None else "queue", len(values)]
+        edit = [] if request is None else _request_items(request)
         while True:
             with reachable():
-                outcome, found = await self._create(
-                    keys=keys, args=[*head, len(values), *values, *_request_items(request)]
-                )
+                outcome, found = await self._create(keys=keys, args=[*head, *values, *edit])
             if outcome == b"created":
                 return job.model_copy(deep=True), True
             existing = await self.get(text(found))
@@ -198,6 +200,41 @@ class RedisJobStore:
             if reply:  # [[stream, entries]]
                 return _decode_events(cast(list[Any], reply)[0][1])
 
+    async def wait_many(
+        self, cursors: Mapping[str, int], timeout: float
+    ) -> dict[str, list[JobEvent]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        ids = list(cursors)
+        streams = {self.keys.events(j): j for j in ids}
+        while ids:
+            with reachable():
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for job_id in ids:
+                        pipe.exists(self.keys.job(job_id))
+                        pipe.xrange(self.keys.events(job_id), min=max(cursors[job_id], 0) + 1)
+                    replies = await pipe.execute()
+            found: dict[str, list[JobEvent]] = {}
+            for job_id, exists, entries in zip(ids, replies[::2], replies[1::2], strict=True):
+                if entries:
+                    found[job_id] = _decode_events(entries)
+                elif not exists:
+                    raise JobGone(job_id)
+            remaining = deadline - loop.time()
+            if found or remaining <= 0:
+                return found
+            # One blocking read over every job's stream: it returns when any of them grows.
+            block_ms = max(1, int(min(remaining, REDIS_BLOCK_S) * 1000))
+            after = {self.keys.events(j): f"{max(cursors[j], 0)}-0" for j in ids}
+            with reachable():
+                reply = await self.redis.xread(after, block=block_ms)  # type: ignore[arg-type]
+            if reply:  # [[stream, entries], ...]
+                return {
+                    streams[text(stream)]: _decode_events(entries)
+                    for stream, entries in cast(list[Any], reply)
+                }
+        return {}
+
     async def get_result(self, job_id: str) -> bytes | None:
         with reachable():
             data = await self.redis.get(self.keys.result(job_id))
@@ -230,3 +267,26 @@ class RedisJobStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+class RedisBatchStore:
+    """Batch records in Redis: one JSON string each, set once (SET NX) with its expiry."""
+
+    def __init__(self, redis: Redis, *, keys: RedisKeys | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or RedisKeys()
+
+    async def create(self, batch: Batch, ttl_s: int) -> tuple[Batch, bool]:
+        key = self.keys.batch(batch.id)
+        while True:
+            with reachable():
+                if await self.redis.set(key, batch.model_dump_json(), nx=True, ex=ttl_s):
+                    return batch.model_copy(deep=True), True
+            kept = await self.get(batch.id)
+            if kept is not None:  # else it expired in between: try again
+                return kept, False
+
+    async def get(self, batch_id: str) -> Batch | None:
+        with reachable():
+            data = await self.redis.get(self.keys.batch(batch_id))
+        return None if data is None else Batch.model_validate_json(data)

@@ -12,7 +12,7 @@ from gateway.job_runner import JobRunner
 from gateway.metrics import Metrics
 from gateway.store import Backend
 from gateway.store.job_models import EditRequest, Job, JobStatus, NewEvent, new_job_id
-from gateway.store.memory_store import MemoryJobQueue, MemoryJobStore
+from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
 from gateway.triton_client import TritonPool
 from gateway.webhooks import WebhookSender
 from scripts.stack import free_port
@@ -39,7 +39,9 @@ async def run_until_final(store: MemoryJobStore, queue: MemoryJobQueue, job_id: 
     metrics = Metrics()
     webhooks = WebhookSender("", CallbackPolicy())
     lifecycle = JobLifecycle(store, metrics, webhooks)
-    runner = JobRunner(Backend(store, queue), pool, lifecycle, lambda _m: 1, lease_s=3)
+    runner = JobRunner(
+        Backend(store, queue, MemoryBatchStore()), pool, lifecycle, lambda _m: 1, lease_s=3
+    )
     runner.serve(MODEL)
     try:
         for _ in range(100):

@@ -26,10 +26,10 @@ from gateway.store.job_models import (
     new_job_id,
 )
 from gateway.store.job_store import JobGone, JobStore
-from gateway.store.memory_store import MemoryJobQueue, MemoryJobStore
+from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
 from gateway.store.redis_connection import connect
 from gateway.store.redis_queue import RedisJobQueue
-from gateway.store.redis_store import RedisJobStore
+from gateway.store.redis_store import RedisBatchStore, RedisJobStore
 from scripts.stack import RedisServer
 
 TTL_S = 3600
@@ -129,11 +129,13 @@ def test_job_ids_are_128_random_bits_in_hex() -> None:
 
 def test_open_backend_uses_redis_only_when_a_url_is_set() -> None:
     for url in (None, ""):
-        store, queue = open_backend(url, ttl_s=60, replica="r", lease_s=5)
+        store, queue, batches = open_backend(url, ttl_s=60, replica="r", lease_s=5)
         assert isinstance(store, MemoryJobStore) and isinstance(queue, MemoryJobQueue)
+        assert isinstance(batches, MemoryBatchStore)
         assert store.queue is queue  # a created job is queued in the same write
-    store, queue = open_backend("redis://127.0.0.1:1/0", ttl_s=60, replica="r", lease_s=5)
+    store, queue, batches = open_backend("redis://127.0.0.1:1/0", ttl_s=60, replica="r", lease_s=5)
     assert isinstance(store, RedisJobStore) and isinstance(queue, RedisJobQueue)
+    assert isinstance(batches, RedisBatchStore) and batches.redis is store.redis
     assert store.ttl_s == 60 and queue.consumer == "r"
     asyncio.run(store.close())  # lazy: nothing connected
 
