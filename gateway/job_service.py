@@ -1,4 +1,5 @@
-"""The one thing routes call: submit, look at, wait for, stream, fetch and cancel jobs.
+"""The one thing routes call (with the batch service over it): submit, look at, wait for,
+stream, fetch and cancel jobs.
 
 The store, the queue, the runner and the Triton pool are private to it. With Redis they are
 shared by every replica, so any replica answers for any job.
@@ -13,7 +14,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,20 @@ class Submission:
 
 
 @dataclass
+class Refusal:
+    """A batch item refused at the door (a bad image): it becomes a job that failed at once, so
+    that it fails its own item and not the whole batch."""
+
+    owner: str
+    model: str
+    request_id: str
+    code: str
+    message: str
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass
 class JobState:
     """A job as a client sees it: the stored job plus its place in the queue and an ETA."""
 
@@ -81,6 +96,20 @@ class StreamError:
     message: str
 
 
+@dataclass(frozen=True)
+class Followed:
+    """One thing said while following several jobs: an event of one of them, or an error (with
+    no job: the store is unreachable, and following stops), and how many are still followed."""
+
+    job_id: str | None
+    item: JobEvent | StreamError
+    still_open: int
+
+    @property
+    def closes(self) -> bool:
+        return isinstance(self.item, StreamError) or self.item.final
+
+
 def outcome_error(job: Job) -> ApiError:
     """The HTTP error for a job that did not complete (synchronous /process)."""
     if job.status is JobStatus.CANCELLED:
@@ -97,7 +126,7 @@ class JobService:
         webhooks: WebhookSender,
         settings: Settings,
     ) -> None:
-        self._store, self._queue = backend
+        self._store, self._queue = backend.store, backend.queue
         self._registry = registry
         self._metrics = registry.metrics
         self._replica = settings.replica_id
@@ -158,11 +187,49 @@ class JobService:
                 f"the queue for {model} is full ({self._max_depth} waiting); retry later",
                 retry_after_s=round(stats.avg_run_s),
             )
+        position = stats.waiting + 1 if stats.running >= limit else 0
+        return await self._queue_job(sub, position, stats, limit)
+
+    async def submit_many(self, entries: Sequence[Submission | Refusal]) -> list[Job]:
+        """A batch's jobs, in order: a refused item as a job that failed at once, the others
+        queued. The queue must have room for all of these, or none is created (queue_full);
+        the room is read once, before the first, as /process reads it before its one job."""
+        wanted = [e for e in entries if isinstance(e, Submission)]
+        model = wanted[0].request.model if wanted else ""
+        stats = await self._queue.stats(model)
+        limit = self._registry.inflight_limit(model)
+        free = max(0, limit - stats.running)
+        room = max(0, self._max_depth - stats.waiting + free)
+        if wanted and len(wanted) > room:
+            raise ApiError(
+                "queue_full",
+                f"the queue for {model} has room for {room} more job(s) and this batch needs "
+                f"{len(wanted)}; retry later, or send fewer images",
+                retry_after_s=round(stats.avg_run_s),
+            )
+        jobs: list[Job] = []
+        try:
+            for entry in entries:
+                if isinstance(entry, Refusal):
+                    jobs.append(await self._refuse(entry))
+                    continue
+                position = max(0, stats.waiting + 1 + sum(map(_queued, jobs)) - free)
+                jobs.append(await self._queue_job(entry, position, stats, limit))
+        except BaseException:
+            # Jobs of a batch that was not accepted are of no use to anyone: stop them.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.cancel_many([job.id for job in jobs]))
+            raise
+        return jobs
+
+    async def _queue_job(
+        self, sub: Submission, position: int, stats: QueueStats, limit: int
+    ) -> Job:
         now = time.time()
         job = Job(
             id=new_job_id(),
             owner=sub.owner,
-            model=model,
+            model=sub.request.model,
             request_id=sub.request.request_id,
             replica=self._replica,
             created_at=now,
@@ -172,10 +239,33 @@ class JobService:
             callback_url=sub.callback_url,
             image_id=sub.image_id,
         )
-        position = stats.waiting + 1 if stats.running >= limit else 0
         queued = NewEvent("queued", {"position": position, "eta_s": _eta(stats, limit, position)})
+        return await self._create(job, queued, sub.request)
+
+    async def _refuse(self, refusal: Refusal) -> Job:
+        now = time.time()
+        job = Job(
+            id=new_job_id(),
+            owner=refusal.owner,
+            model=refusal.model,
+            status=JobStatus.FAILED,
+            request_id=refusal.request_id,
+            replica=self._replica,
+            created_at=now,
+            finished_at=now,
+            error_code=refusal.code,
+            error_message=refusal.message,
+            idempotency_key=refusal.idempotency_key,
+            request_hash=refusal.request_hash,
+        )
+        error = {"code": refusal.code, "message": refusal.message}
+        job = await self._create(job, NewEvent("failed", {"status": "failed", "error": error}))
+        self._metrics.rejects.labels(reason=refusal.code).inc()
+        return job
+
+    async def _create(self, job: Job, event: NewEvent, request: EditRequest | None = None) -> Job:
         try:
-            job, _ = await self._store.create(job, queued, sub.request)
+            job, _ = await self._store.create(job, event, request)
         except IdempotencyConflict:
             raise ApiError(
                 "idempotency_conflict",
@@ -219,6 +309,14 @@ class JobService:
             raise ApiError("result_expired", f"the result of job {job_id} has expired")
         return Outcome(job, image)
 
+    async def peek_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """The jobs as stored now (None: expired), for a batch whose owner was checked."""
+        return list(await asyncio.gather(*(self._store.get(j) for j in job_ids)))
+
+    async def images_of(self, job_ids: Sequence[str]) -> list[bytes | None]:
+        """The result images of completed jobs (None: expired)."""
+        return list(await asyncio.gather(*(self._store.get_result(j) for j in job_ids)))
+
     async def events(
         self, job_id: str, owner: str, last_event_id: int
     ) -> AsyncIterator[JobEvent | StreamError]:
@@ -247,6 +345,45 @@ class JobService:
                 yield event
                 if event.final:
                     return
+
+    async def follow(self, cursors: Mapping[str, int]) -> AsyncIterator[Followed]:
+        """The events of several jobs as they come, each after its cursor, until each job's
+        final one; one blocking read waits for all of them. A job already ended, whose cursor
+        is at or past its final event, gives nothing."""
+        open_jobs = dict(cursors)
+        async for followed in self._ended(open_jobs):
+            yield followed
+            if followed.job_id is None:
+                return
+        while open_jobs:
+            try:
+                found = await self._store.wait_many(open_jobs, EVENT_WAIT_S)
+            except JobGone as gone:
+                del open_jobs[gone.job_id]
+                yield Followed(gone.job_id, StreamError("job_expired", EXPIRED), len(open_jobs))
+                continue
+            except StoreUnavailable as exc:
+                yield Followed(None, StreamError(exc.code, exc.message), 0)
+                return
+            for followed in _advance(open_jobs, found):
+                yield followed
+
+    async def _ended(self, open_jobs: dict[str, int]) -> AsyncIterator[Followed]:
+        """The rest of each job that has ended (or expired), which then is followed no more."""
+        for job_id, last in list(open_jobs.items()):
+            try:
+                job = await self._store.get(job_id)
+                rest = await self._store.events_after(job_id, last) if job else []
+            except StoreUnavailable as exc:
+                yield Followed(None, StreamError(exc.code, exc.message), 0)
+                return
+            if job is None:
+                del open_jobs[job_id]
+                yield Followed(job_id, StreamError("job_expired", EXPIRED), len(open_jobs))
+            elif job.finished:
+                del open_jobs[job_id]
+                for event in rest:
+                    yield Followed(job_id, event, len(open_jobs))
 
     # --- wait and cancel --------------------------------------------------------------------
 
@@ -298,6 +435,16 @@ class JobService:
         """Idempotent: pending → cancelled now; processing → stops at the next step."""
         await self._cancel(await self._owned(job_id, owner))
         return await self.get(job_id, owner)
+
+    async def cancel_many(self, job_ids: Sequence[str]) -> None:
+        """Cancel every one of these jobs still unfinished, all at once (a batch's)."""
+
+        async def stop(job: Job | None) -> None:
+            if job is not None and not job.finished:
+                with contextlib.suppress(ApiError):  # it finished first: nothing to cancel
+                    await self._cancel(job)
+
+        await asyncio.gather(*(stop(job) for job in await self.peek_many(job_ids)))
 
     async def _cancel(self, job: Job) -> None:
         if job.status is JobStatus.PENDING:
@@ -365,6 +512,22 @@ class JobService:
         if job is None:
             raise ApiError("result_expired", f"job {job_id} expired")
         return job
+
+
+def _advance(open_jobs: dict[str, int], found: Mapping[str, list[JobEvent]]) -> Iterator[Followed]:
+    """The events found, each moving its job's cursor on; a final one ends its job."""
+    for job_id, events in found.items():
+        for event in events:
+            open_jobs[job_id] = event.id
+            if event.final:
+                del open_jobs[job_id]
+            yield Followed(job_id, event, len(open_jobs))
+            if event.final:
+                break
+
+
+def _queued(job: Job) -> int:
+    return 0 if job.finished else 1
 
 
 def _eta(stats: QueueStats, limit: int, position: int | None) -> float:

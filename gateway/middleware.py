@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -59,7 +59,7 @@ def too_large(limit: int) -> ApiError:
     # The rest of the body is never read, so the connection cannot be reused.
     return ApiError(
         "payload_too_large",
-        f"the request body is over {limit} bytes; send a smaller image",
+        f"the request body is over {limit} bytes; send a smaller image (or fewer of them)",
         detail={"max_bytes": limit},
         headers={"Connection": "close"},
     )
@@ -74,20 +74,31 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    """Refuses an honest Content-Length at once, and a chunked body as soon as it passes the cap."""
+    """Refuses an honest Content-Length at once, and a chunked body as soon as it passes the cap.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, on_reject: Callable[[], None]) -> None:
+    The cap is `max_bytes`, or the one `path_caps` gives the request's path (batch uploads).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        on_reject: Callable[[], None],
+        path_caps: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.on_reject = on_reject
+        self.path_caps = dict(path_caps or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_caps.get(scope["path"].rstrip("/"), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         received = 0
         started = False
@@ -97,8 +108,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -111,11 +122,11 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, limit)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, limit: int) -> None:
         self.on_reject()
-        response = too_large(self.max_bytes).response()
+        response = too_large(limit).response()
         await send(
             {
                 "type": "http.response.start",

@@ -36,6 +36,11 @@ class ModelInfo:
     def max_images(self) -> int:
         return int(self.facts.get("max_images", 1))
 
+    @property
+    def seeded(self) -> bool:
+        """It samples from a seed (it has presets: a diffusion model); classic_edit does not."""
+        return bool(self.facts.get("presets"))
+
     def public(self, limits: dict[str, int]) -> dict[str, Any]:
         # `served` is the instance's running tally when it was asked: no fact of the model.
         facts = {k: v for k, v in self.facts.items() if k not in ("type", "model", "served")}

@@ -61,9 +61,24 @@ class RateLimiter:
         self.storage = storage_from_string(uri, **options)
         self.limiter = MovingWindowRateLimiter(self.storage)
 
-    async def check(self, owner: str) -> None:
+    async def check_batch(self, owner: str, edits: int) -> None:
+        """A batch of N edits costs N: its request counted one already (on the way in), this
+        counts the others, or none of them when they don't all fit."""
+        if edits > self.item.amount:
+            raise ApiError(
+                "rate_limited",
+                f"a batch of {edits} edits is over the rate limit of {self.item}; "
+                f"send at most {self.item.amount} images at once",
+                retry_after_s=self.item.get_expiry(),
+            )
+        await self.check(owner, cost=edits - 1)
+
+    async def check(self, owner: str, cost: int = 1) -> None:
+        """Count `cost` requests against the key's rate; a refused check counts nothing."""
+        if cost <= 0:
+            return
         try:
-            allowed = await self.limiter.hit(self.item, owner)
+            allowed = await self.limiter.hit(self.item, owner, cost=cost)
             if allowed:
                 return
             stats = await self.limiter.get_window_stats(self.item, owner)

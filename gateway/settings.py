@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, alias="MAX_IMAGE_BYTES", gt=0)
     max_pixels: int = Field(4096 * 4096, alias="MAX_PIXELS", gt=0)
     max_prompt_chars: int = Field(1000, alias="MAX_PROMPT_CHARS", gt=0)
+    # A batch: 2 to this many images (or variations), one job each; its whole body's cap.
+    max_batch_images: int = Field(16, alias="MAX_BATCH_IMAGES", ge=2)
+    max_batch_upload_bytes: int = Field(100 * 1024 * 1024, alias="MAX_BATCH_UPLOAD_BYTES", gt=0)
     max_queue_depth: int = Field(32, alias="MAX_QUEUE_DEPTH", ge=0)
     max_concurrent_requests: int | None = Field(None, alias="MAX_CONCURRENT_REQUESTS", gt=0)
     rate_limit: str = Field("120/minute", alias="RATE_LIMIT")
