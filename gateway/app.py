@@ -10,6 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from gateway.batch_service import BatchService
+from gateway.batch_validation import BatchReader
 from gateway.callback_targets import CallbackPolicy
 from gateway.errors import install_error_handlers
 from gateway.job_service import JobService
@@ -97,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     state.store = backend.store  # read by nothing in here: the tests count what it holds
     state.reader = SubmissionReader(settings, policy, registry.models)
+    state.batches = BatchService(service, backend.batches, settings.job_ttl_s)
+    state.batch_reader = BatchReader(state.reader)
     state.auth = Authenticator(settings.api_keys, settings.auth_disabled)
     state.rate_limiter = RateLimiter(settings.rate_limit, settings.redis_url)
     for router in ROUTERS:
@@ -114,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes,
+        path_caps={"/batches": settings.max_batch_upload_bytes},
         on_reject=lambda: metrics.rejects.labels(reason="payload_too_large").inc(),
     )
     return app

@@ -6,9 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from gateway.batch_service import BatchService
+from gateway.batch_validation import BatchReader
 from gateway.job_service import JobService
 from gateway.metrics import Metrics
 from gateway.model_registry import ModelRegistry
+from gateway.security import RateLimiter
 from gateway.settings import Settings
 from gateway.validation import Caller, SubmissionReader
 
@@ -42,6 +45,21 @@ def _reader(request: Request) -> SubmissionReader:
     return reader
 
 
+def _batches(request: Request) -> BatchService:
+    batches: BatchService = _state(request).batches
+    return batches
+
+
+def _batch_reader(request: Request) -> BatchReader:
+    reader: BatchReader = _state(request).batch_reader
+    return reader
+
+
+def _rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = _state(request).rate_limiter
+    return limiter
+
+
 async def _owner(request: Request) -> str:
     """Authenticate, then count the request against the key's rate limit."""
     state = _state(request)
@@ -68,3 +86,6 @@ JobServiceDep = Annotated[JobService, Depends(_service)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 ReaderDep = Annotated[SubmissionReader, Depends(_reader)]
 CallerDep = Annotated[Caller, Depends(_caller)]
+BatchServiceDep = Annotated[BatchService, Depends(_batches)]
+BatchReaderDep = Annotated[BatchReader, Depends(_batch_reader)]
+RateLimiterDep = Annotated[RateLimiter, Depends(_rate_limiter)]

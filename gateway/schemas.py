@@ -84,6 +84,54 @@ class JobView(BaseModel):
     result: dict[str, Any] | None = None
 
 
+BatchStatusName = Literal["pending", "processing", "completed", "partial", "failed", "cancelled"]
+
+
+class BatchAccepted(BaseModel):
+    batch_id: str
+    job_ids: list[str] = Field(description="One job per item, in the order of the uploads")
+    status: BatchStatusName
+    total: int
+    status_url: str
+    events_url: str
+    result_url: str
+    cancel_url: str
+
+
+class BatchJob(BaseModel):
+    """One item of a batch: its input, its entry in the zip, and its job's state."""
+
+    index: int
+    job_id: str
+    name: str = Field(description="The input's file name, cleaned of paths and control characters")
+    file: str = Field(description="The result's name in the batch's zip")
+    seed: int | None = Field(None, description="The seed this variation asked for")
+    status: Literal["pending", "processing", "completed", "failed", "cancelled"]
+    progress: JobProgress
+    error: ErrorBody | None = None
+    result: dict[str, Any] | None = None
+
+
+class BatchView(BaseModel):
+    batch_id: str
+    kind: Literal["images", "variations"] = Field(
+        description="images: one prompt over several images; variations: one image, N seeds"
+    )
+    model: str
+    status: BatchStatusName = Field(
+        description="pending (none started), processing, then completed (all), partial (some), "
+        "failed (none completed) or cancelled (none completed, some cancelled)"
+    )
+    total: int
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    created_at: float
+    jobs: list[BatchJob]
+
+
 class HealthView(BaseModel):
     status: Literal["STARTING", "READY", "BUSY", "UNHEALTHY"]
     models: dict[str, bool]

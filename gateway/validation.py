@@ -25,7 +25,7 @@ from gateway.model_registry import ModelInfo
 from gateway.schemas import RequestOptions
 from gateway.settings import Settings
 from gateway.store.job_models import EditRequest
-from qie_engine.contract import describe_validation_error
+from qie_engine.contract import EditOptions, describe_validation_error
 from qie_engine.edit_request import check_image_count, check_prompt
 from qie_engine.errors import InvalidInput
 from qie_engine.image_codec import ImageLimits, check_image
@@ -35,12 +35,10 @@ PLAIN_OPTIONS = ("preset", "steps", "true_cfg_scale", "seed", "output_format", "
 PLAIN_FIELDS = (*PLAIN_OPTIONS, "timeout")
 
 
-class ProcessForm(BaseModel):
-    """The parts of POST /process as they arrive; an empty text field counts as absent."""
+class EditForm(BaseModel):
+    """The parts every edit request shares (/process and /batches); an empty text field counts
+    as absent."""
 
-    image: list[UploadFile] = Field(
-        description="1 image (1-3 for Plus models): JPEG, PNG or WebP; the bytes decide"
-    )
     prompt: str = Field(description="The edit instruction")
     negative_prompt: str | None = Field(None, description="What to steer away from")
     model: str | None = Field(None, description="Model name or alias; default DEFAULT_MODEL")
@@ -53,9 +51,31 @@ class ProcessForm(BaseModel):
     width: str | None = Field(None, description="Output width")
     height: str | None = Field(None, description="Output height")
     timeout: str | None = Field(None, description="Deadline in seconds (504 when passed)")
+
+
+class ProcessForm(EditForm):
+    """The parts of POST /process as they arrive."""
+
+    image: list[UploadFile] = Field(
+        description="1 image (1-3 for Plus models): JPEG, PNG or WebP; the bytes decide"
+    )
     run_async: bool = Field(False, alias="async", description="Same as Prefer: respond-async")
     callback_url: str | None = Field(None, description="Webhook called when the job ends")
     image_id: str | None = Field(None, description="Your id for the image; echoed back")
+
+
+@dataclass(frozen=True)
+class EditParts:
+    """What an edit form says, checked: everything but its images."""
+
+    info: ModelInfo
+    options: RequestOptions
+    prompt: str
+    negative_prompt: str | None
+
+    @property
+    def deadline_s(self) -> float | None:
+        return self.options.timeout
 
 
 @dataclass(frozen=True)
@@ -150,32 +170,60 @@ class SubmissionReader:
             raise ApiError("model_unavailable", message)
         return info
 
-    async def read(self, form: ProcessForm, caller: Caller) -> Submission:
+    def parts(self, form: EditForm) -> EditParts:
+        """The model, the options and the prompts, checked (an image is checked on its own)."""
         info = self.model(form.model)
         options = parse_options(form.options, {k: getattr(form, k) for k in PLAIN_FIELDS})
-        callback = self.policy.check_url(form.callback_url) if form.callback_url else None
-        uploads = [await part.read() for part in form.image]
         max_chars = self.settings.max_prompt_chars
         try:
-            check_image_count(len(uploads), info.max_images)
             prompt = check_prompt(form.prompt, max_chars)
             negative = None
             if form.negative_prompt and form.negative_prompt.strip():
                 negative = check_prompt(form.negative_prompt, max_chars, name="negative_prompt")
-            for data in uploads:
-                # Type and pixels from the header, then an integrity check: off the event loop.
-                await asyncio.to_thread(check_image, data, self.limits)
         except InvalidInput as exc:
             raise ApiError(exc.code, str(exc)) from None
-        options_json = options.edit_options().model_dump_json(exclude_none=True)
-        request = EditRequest(info.name, uploads, prompt, negative, options_json, caller.request_id)
+        return EditParts(info, options, prompt, negative)
+
+    async def check_image(self, data: bytes) -> None:
+        """Type and pixels from the header, then an integrity check: off the event loop."""
+        try:
+            await asyncio.to_thread(check_image, data, self.limits)
+        except InvalidInput as exc:
+            raise ApiError(exc.code, str(exc)) from None
+
+    def submission(
+        self, parts: EditParts, images: list[bytes], options: EditOptions, caller: Caller
+    ) -> Submission:
+        """One job's submission, of checked parts and images."""
+        options_json = options.model_dump_json(exclude_none=True)
+        request = EditRequest(
+            parts.info.name,
+            images,
+            parts.prompt,
+            parts.negative_prompt,
+            options_json,
+            caller.request_id,
+        )
         return Submission(
             owner=caller.owner,
             request=request,
-            deadline_s=options.timeout or self.settings.request_timeout_s,
-            respond_async=form.run_async or caller.respond_async,
+            deadline_s=parts.deadline_s or self.settings.request_timeout_s,
             idempotency_key=caller.idempotency_key,
             request_hash=request_hash(request) if caller.idempotency_key else None,
-            callback_url=callback,
-            image_id=form.image_id,
         )
+
+    async def read(self, form: ProcessForm, caller: Caller) -> Submission:
+        parts = self.parts(form)
+        callback = self.policy.check_url(form.callback_url) if form.callback_url else None
+        uploads = [await part.read() for part in form.image]
+        try:
+            check_image_count(len(uploads), parts.info.max_images)
+        except InvalidInput as exc:
+            raise ApiError(exc.code, str(exc)) from None
+        for data in uploads:
+            await self.check_image(data)
+        submission = self.submission(parts, uploads, parts.options.edit_options(), caller)
+        submission.respond_async = form.run_async or caller.respond_async
+        submission.callback_url = callback
+        submission.image_id = form.image_id
+        return submission

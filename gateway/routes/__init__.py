@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gateway import playground
-from gateway.routes import jobs, process, service_info
+from gateway.routes import batches, jobs, process, service_info
 
 # The app includes these in this order; a new router module adds itself here.
 ROUTERS: list[APIRouter] = [
     process.router,
     jobs.router,
+    batches.router,
     service_info.router,
     playground.router,
 ]
