@@ -2,9 +2,9 @@
 
 FastAPI's generated schema describes form fields only as text. This fills in the rules that
 validation.py applies, derived from the same models and settings (so the two cannot disagree):
-required parts, prompt lengths, option bounds and enums, the callback allowlist; the image part's
-media types; the one error shape; the security schemes; and links from an accepted job to the
-job routes.
+required parts, prompt lengths, option bounds and enums, the callback allowlist, batch sizes;
+the image parts' media types; the one error shape; the security schemes; and links from an
+accepted job (or batch) to its routes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from gateway.batch_validation import MIN_BATCH_IMAGES
 from gateway.schemas import RequestOptions
 from gateway.settings import Settings
 from gateway.validation import PLAIN_FIELDS
@@ -30,6 +31,12 @@ JOB_LINKS = {
     "GetResult": ("get", "/jobs/{job_id}/result"),
     "CancelJob": ("post", "/jobs/{job_id}/cancel"),
     "GetEvents": ("get", "/jobs/{job_id}/events"),
+}
+BATCH_LINKS = {
+    "GetBatch": ("get", "/batches/{batch_id}"),
+    "GetBatchResult": ("get", "/batches/{batch_id}/result"),
+    "CancelBatch": ("post", "/batches/{batch_id}/cancel"),
+    "GetBatchEvents": ("get", "/batches/{batch_id}/events"),
 }
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 
@@ -71,18 +78,11 @@ def callback_url_schema(settings: Settings) -> dict[str, Any]:
     }
 
 
-def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]:
-    """The /process form, field by field, as validation.py enforces it."""
+def _edit_fields(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]:
+    """The fields every edit form shares (validation.EditForm), as validation.py enforces them."""
     options = RequestOptions.model_json_schema()
     props = copy.deepcopy(generated["properties"])
     text = settings.max_prompt_chars
-    props["image"] = {
-        "type": "array",
-        "items": {"type": "string", "format": "binary"},
-        "minItems": 1,
-        "maxItems": 3,
-        "description": generated["properties"]["image"].get("description", ""),
-    }
     props["prompt"] = {
         **props["prompt"],
         "type": "string",
@@ -95,6 +95,23 @@ def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]
     props["options"] = {"$ref": "#/components/schemas/RequestOptions"}
     for name in PLAIN_FIELDS:
         props[name] = _refs_to_components(_without_null(options["properties"][name]))
+    return props
+
+
+def _files(description: str, low: int, high: int) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "minItems": low,
+        "maxItems": high,
+        "description": description,
+    }
+
+
+def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]:
+    """The /process form, field by field, as validation.py enforces it."""
+    props = _edit_fields(settings, generated)
+    props["image"] = _files(generated["properties"]["image"].get("description", ""), 1, 3)
     props["callback_url"] = callback_url_schema(settings)
     props["image_id"] = {"type": "string", "description": props["image_id"].get("description")}
     props["async"] = {
@@ -107,6 +124,26 @@ def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]
         "properties": props,
         "required": ["image", "prompt"],
         "title": "ProcessForm",
+    }
+
+
+def batch_form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]:
+    """The /batches form, as batch_validation.py enforces it."""
+    props = _edit_fields(settings, generated)
+    most = settings.max_batch_images
+    props["images"] = _files(generated["properties"]["images"].get("description", ""), 1, most)
+    props["variations"] = {
+        "type": "integer",
+        "minimum": MIN_BATCH_IMAGES,
+        "maximum": most,
+        "description": generated["properties"]["variations"].get("description", "")
+        + " (exactly 1 image; models with presets only)",
+    }
+    return {
+        "type": "object",
+        "properties": props,
+        "required": ["images", "prompt"],
+        "title": "BatchForm",
     }
 
 
@@ -152,23 +189,20 @@ def _security(schema: dict[str, Any]) -> None:
                 )
 
 
-def _process_operation(schema: dict[str, Any], settings: Settings) -> None:
-    operation = schema["paths"]["/process"]["post"]
-    generated = schema["components"]["schemas"].pop("ProcessForm")
-    schema["components"]["schemas"]["ProcessForm"] = form_schema(settings, generated)
-    operation["requestBody"] = {
+def _multipart(form: str, files: str) -> dict[str, Any]:
+    return {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {"$ref": "#/components/schemas/ProcessForm"},
+                "schema": {"$ref": f"#/components/schemas/{form}"},
                 "encoding": {
                     # A file part: it carries a file name (any name; the bytes decide the type).
-                    "image": {
+                    files: {
                         "contentType": ", ".join(IMAGE_TYPES),
                         "headers": {
                             "Content-Disposition": {
                                 "schema": {"type": "string"},
-                                "example": 'form-data; name="image"; filename="photo.png"',
+                                "example": f'form-data; name="{files}"; filename="photo.png"',
                             }
                         },
                     },
@@ -177,21 +211,48 @@ def _process_operation(schema: dict[str, Any], settings: Settings) -> None:
             }
         },
     }
-    ok = operation["responses"]["200"]["content"]
-    for mime in IMAGE_TYPES:
-        ok[mime] = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _accepted(
+    schema: dict[str, Any], operation: dict[str, Any], links: dict[str, tuple[str, str]], key: str
+) -> None:
+    """The 202 answer: its Location, and links from its id to the routes that take it."""
     accepted = operation["responses"]["202"]
-    accepted["headers"] = {"Location": {"schema": {"type": "string"}, "description": "The job"}}
+    accepted["headers"] = {"Location": {"schema": {"type": "string"}, "description": "Its URL"}}
     accepted["links"] = {
         name: {
             "operationId": schema["paths"][path][method]["operationId"],
-            "parameters": {"job_id": "$response.body#/job_id"},
+            "parameters": {key: f"$response.body#/{key}"},
         }
-        for name, (method, path) in JOB_LINKS.items()
+        for name, (method, path) in links.items()
     }
-    result = schema["paths"]["/jobs/{job_id}/result"]["get"]["responses"]["200"]["content"]
-    for mime in IMAGE_TYPES:
-        result[mime] = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _binary(response: dict[str, Any], *mimes: str) -> None:
+    for mime in mimes:
+        response["content"][mime] = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _process_operation(schema: dict[str, Any], settings: Settings) -> None:
+    operation = schema["paths"]["/process"]["post"]
+    generated = schema["components"]["schemas"].pop("ProcessForm")
+    schema["components"]["schemas"]["ProcessForm"] = form_schema(settings, generated)
+    operation["requestBody"] = _multipart("ProcessForm", "image")
+    _binary(operation["responses"]["200"], *IMAGE_TYPES)
+    _accepted(schema, operation, JOB_LINKS, "job_id")
+    _binary(schema["paths"]["/jobs/{job_id}/result"]["get"]["responses"]["200"], *IMAGE_TYPES)
+
+
+def _batch_operations(schema: dict[str, Any], settings: Settings) -> None:
+    operation = schema["paths"]["/batches"]["post"]
+    generated = schema["components"]["schemas"].pop("BatchForm")
+    schema["components"]["schemas"]["BatchForm"] = batch_form_schema(settings, generated)
+    operation["requestBody"] = _multipart("BatchForm", "images")
+    operation["responses"].pop("200", None)  # 202 only
+    _accepted(schema, operation, BATCH_LINKS, "batch_id")
+    result = schema["paths"]["/batches/{batch_id}/result"]["get"]["responses"]["200"]
+    result["content"] = {}
+    _binary(result, "application/zip")
 
 
 def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
@@ -200,6 +261,7 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     )
     _request_options_components(schema)
     _process_operation(schema, settings)
+    _batch_operations(schema, settings)
     _security(schema)
     _errors_use_one_shape(schema)
     return schema

@@ -8,6 +8,9 @@ tests/integration/test_openapi_fuzz.py through SCHEMATHESIS_HOOKS).
 - An Idempotency-Key names one request: reused with another body it is refused (422, tested in
   test_gateway_flows.py). The fuzzer cannot know which keys it used, so each valid request that
   sends one gets a key of its own.
+- A batch takes 2 or more images, or 1 with `variations`, which classic_edit (no seed) refuses:
+  a valid batch gets at least 2 images and no `variations` (both refusals are tested in
+  test_batches.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
     positive = meta is not None and meta.generation.mode.is_positive
     if positive and isinstance(body, dict) and isinstance(body.get("prompt"), str):
         body["prompt"] = INSTRUCTIONS[len(body["prompt"]) % len(INSTRUCTIONS)]
+    if positive and isinstance(body, dict) and case.operation.path == "/batches":
+        body.pop("variations", None)
+        pictures = body.get("images") or []
+        body["images"] = [*pictures, images.png_bytes(), images.png_bytes()][:2]
     if positive and case.headers:
         for name in list(case.headers):
             if name.lower() == "idempotency-key":

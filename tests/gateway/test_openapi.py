@@ -32,6 +32,11 @@ def test_openapi_documents_every_public_route_and_the_error_shape() -> None:
         "/health",
         "/health/live",
         "/models",
+        "/batches",
+        "/batches/{batch_id}",
+        "/batches/{batch_id}/result",
+        "/batches/{batch_id}/cancel",
+        "/batches/{batch_id}/events",
     }
     error = schema["components"]["schemas"]["ErrorBody"]
     assert set(error["properties"]) == {"code", "message", "detail"}
@@ -69,19 +74,44 @@ def test_without_an_allowlist_the_spec_admits_no_callback_url() -> None:
     assert "WEBHOOK_ALLOWED_HOSTS" in form["callback_url"]["description"]
 
 
-def test_an_accepted_job_links_to_every_job_route() -> None:
+@pytest.mark.parametrize(
+    ("path", "prefix", "key"),
+    [("/process", "/jobs/", "job_id"), ("/batches", "/batches/", "batch_id")],
+)
+def test_an_accepted_job_or_batch_links_to_each_of_its_routes(
+    path: str, prefix: str, key: str
+) -> None:
     schema = current_openapi()
-    links = schema["paths"]["/process"]["post"]["responses"]["202"]["links"]
+    links = schema["paths"][path]["post"]["responses"]["202"]["links"]
     ids = {
         op["operationId"]
-        for path, item in schema["paths"].items()
-        if path.startswith("/jobs/")
+        for route, item in schema["paths"].items()
+        if route.startswith(prefix)
         for op in item.values()
     }
-    assert {link["operationId"] for link in links.values()} == ids
-    assert all(
-        link["parameters"] == {"job_id": "$response.body#/job_id"} for link in links.values()
+    assert len(ids) == 4 and {link["operationId"] for link in links.values()} == ids
+    assert all(link["parameters"] == {key: f"$response.body#/{key}"} for link in links.values())
+
+
+def test_the_batch_form_states_the_batch_limits_of_the_settings() -> None:
+    app = create_app(
+        Settings.model_validate({"GATEWAY_AUTH_DISABLED": True, "MAX_BATCH_IMAGES": 5})
     )
+    schema = app.openapi()
+    form = schema["components"]["schemas"]["BatchForm"]
+    assert form["required"] == ["images", "prompt"]
+    assert form["properties"]["images"]["maxItems"] == 5
+    assert (
+        form["properties"]["variations"]["minimum"],
+        form["properties"]["variations"]["maximum"],
+    ) == (2, 5)
+    process = schema["components"]["schemas"]["ProcessForm"]["properties"]
+    for shared in ("prompt", "negative_prompt", "options", "steps", "seed", "timeout"):
+        assert form["properties"][shared] == process[shared]
+    body = schema["paths"]["/batches"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert body["encoding"]["images"]["contentType"] == "image/jpeg, image/png, image/webp"
+    result = schema["paths"]["/batches/{batch_id}/result"]["get"]["responses"]["200"]
+    assert list(result["content"]) == ["application/zip"]
 
 
 @pytest.mark.parametrize(
@@ -90,6 +120,8 @@ def test_an_accepted_job_links_to_every_job_route() -> None:
         ("PUT", "/process", "POST"),
         ("DELETE", "/jobs/abc", "GET"),
         ("GET", "/jobs/x/cancel", "POST"),
+        ("GET", "/batches", "POST"),
+        ("DELETE", "/batches/abc", "GET"),
     ],
 )
 def test_a_method_not_allowed_is_405_with_allow(method: str, path: str, allow: str) -> None:
