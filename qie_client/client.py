@@ -1,9 +1,9 @@
-"""A small typed client for the gateway's HTTP API (sync calls, jobs, SSE progress)."""
+"""A small typed client for the gateway's HTTP API (sync calls, jobs, batches, SSE progress)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -22,6 +22,23 @@ class EditFields(TypedDict, total=False):
     negative_prompt: str | None
     options: dict[str, Any] | None
     callback_url: str | None
+
+
+class BatchFields(TypedDict, total=False):
+    """The optional parts of a batch, as keywords: sent as form fields, as POST /process takes
+    them (options as a JSON object, the others as plain fields on top of it)."""
+
+    model: str | None
+    negative_prompt: str | None
+    options: dict[str, Any] | None
+    preset: str | None
+    steps: int | None
+    true_cfg_scale: float | None
+    seed: int | None
+    output_format: str | None
+    width: int | None
+    height: int | None
+    timeout: float | None
 
 
 class QieError(Exception):
@@ -57,7 +74,30 @@ class Event:
     data: dict[str, Any]
 
 
+@dataclass
+class BatchEvent:
+    """One event of a batch's stream: a `batch` summary, one of its jobs' events (data with
+    job_id and index), or an `error` about one job. `id` is the cursor to resume after it."""
+
+    id: str
+    event: str
+    data: dict[str, Any]
+
+    @property
+    def index(self) -> int | None:
+        """The item this event concerns; None for a batch summary."""
+        index = self.data.get("index")
+        return int(index) if index is not None else None
+
+    @property
+    def final(self) -> bool:
+        """The batch's last summary: every job has ended, and the stream ends."""
+        return self.event == "batch" and bool(self.data.get("final"))
+
+
 TERMINAL_EVENTS = ("completed", "failed", "cancelled")
+# What a stream's closing `error` event would have been as an HTTP answer.
+STREAM_ERROR_STATUS = {"store_unavailable": 503}
 
 
 def _read(image: ImageInput) -> tuple[str, bytes]:
@@ -65,6 +105,17 @@ def _read(image: ImageInput) -> tuple[str, bytes]:
         return "image", image
     path = Path(image)
     return path.name, path.read_bytes()
+
+
+def _form_data(prompt: str, fields: Mapping[str, Any]) -> dict[str, str]:
+    """The text parts of a form: options as JSON, the others as text; None and empty are left
+    out (a seed of 0 is kept)."""
+    data = {"prompt": prompt}
+    for name, value in fields.items():
+        if value is None or value in ("", {}):
+            continue
+        data[name] = json.dumps(value) if name == "options" else str(value)
+    return data
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -106,14 +157,7 @@ class QieClient:
             images if isinstance(images, (list, tuple)) else [images]  # type: ignore[list-item]
         )
         files = [("image", _read(img)) for img in many]
-        data: dict[str, str] = {"prompt": prompt}
-        for name in ("model", "negative_prompt", "callback_url"):
-            value = fields.get(name)
-            if value:
-                data[name] = str(value)
-        if fields.get("options"):
-            data["options"] = json.dumps(fields["options"])
-        return {"files": files, "data": data}
+        return {"files": files, "data": _form_data(prompt, fields)}
 
     def edit(
         self, images: ImageInput | Sequence[ImageInput], prompt: str, **fields: Unpack[EditFields]
@@ -160,11 +204,14 @@ class QieClient:
         job_id: str = response.json()["job_id"]
         return job_id
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/jobs/{job_id}")
+    def _get_json(self, path: str) -> dict[str, Any]:
+        response = self.http.get(path)
         _raise_for_error(response)
         body: dict[str, Any] = response.json()
         return body
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._get_json(f"/jobs/{job_id}")
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         response = self.http.post(f"/jobs/{job_id}/cancel")
@@ -177,13 +224,16 @@ class QieClient:
         _raise_for_error(response)
         return response.content
 
-    def events(self, job_id: str, last_event_id: int | None = None) -> Iterator[Event]:
-        """The job's server-sent events, until a final one (completed, failed, cancelled).
+    def _stream(
+        self, path: str, last_event_id: str | None
+    ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(id, event, data) of a server-sent event stream, keep-alive comments left out.
 
-        A job that expires while it is followed ends the stream with QieError (410).
+        An `error` event about the stream itself (no job_id: the job expired, the store is
+        unreachable) ends it with QieError; one about a single job of a batch is yielded.
         """
-        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id else {}
-        with connect_sse(self.http, "GET", f"/jobs/{job_id}/events", headers=headers) as source:
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        with connect_sse(self.http, "GET", path, headers=headers) as source:
             if source.response.status_code >= 400:
                 source.response.read()
                 _raise_for_error(source.response)
@@ -191,18 +241,95 @@ class QieClient:
                 if not sse.data:  # a keep-alive comment: nothing happened
                     continue
                 data = json.loads(sse.data)
-                if sse.event == "error":
-                    raise QieError(410, data["code"], data["message"])
-                yield Event(id=int(sse.id or 0), event=sse.event, data=data)
-                if sse.event in TERMINAL_EVENTS:
-                    return
+                if sse.event == "error" and "job_id" not in data:
+                    status = STREAM_ERROR_STATUS.get(data["code"], 410)
+                    raise QieError(status, data["code"], data["message"])
+                yield sse.id, sse.event, data
+
+    def events(self, job_id: str, last_event_id: int | None = None) -> Iterator[Event]:
+        """The job's server-sent events, until a final one (completed, failed, cancelled).
+
+        A job that expires while it is followed ends the stream with QieError (410).
+        """
+        cursor = str(last_event_id) if last_event_id else None
+        for sse_id, name, data in self._stream(f"/jobs/{job_id}/events", cursor):
+            yield Event(id=int(sse_id or 0), event=name, data=data)
+            if name in TERMINAL_EVENTS:
+                return
+
+    def submit_batch(
+        self,
+        images: Sequence[ImageInput],
+        prompt: str,
+        *,
+        variations: int | None = None,
+        idempotency_key: str | None = None,
+        **fields: Unpack[BatchFields],
+    ) -> dict[str, Any]:
+        """Start a batch (POST /batches): one prompt over 2 or more images, or over one image
+        with `variations` seeds. Returns the 202 answer: batch_id, job_ids, status, total and
+        the batch's URLs. Each path's file name names its entry in the result zip.
+
+        An image the gateway cannot read fails its own item only (see batch()).
+        """
+        files = [("images", _read(image)) for image in images]
+        data = _form_data(prompt, {**fields, "variations": variations})
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = self.http.post("/batches", headers=headers, files=files, data=data)
+        _raise_for_error(response)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch's state (BatchView): its counts, status and every item's job."""
+        return self._get_json(f"/batches/{batch_id}")
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """Cancel every unfinished job of the batch; returns its state (BatchView)."""
+        response = self.http.post(f"/batches/{batch_id}/cancel")
+        _raise_for_error(response)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def batch_result(self, batch_id: str) -> bytes:
+        """A zip of the images completed so far, named after the inputs."""
+        response = self.http.get(f"/batches/{batch_id}/result")
+        _raise_for_error(response)
+        return response.content
+
+    def batch_events(self, batch_id: str, last_event_id: str | None = None) -> Iterator[BatchEvent]:
+        """The batch's server-sent events, until its final `batch` summary.
+
+        `last_event_id` is a previous event's id: the stream resumes after it.
+        """
+        path = f"/batches/{batch_id}/events"
+        for sse_id, name, data in self._stream(path, last_event_id):
+            event = BatchEvent(id=sse_id, event=name, data=data)
+            yield event
+            if event.final:
+                return
+
+    def run_batch(
+        self,
+        images: Sequence[ImageInput],
+        prompt: str,
+        *,
+        variations: int | None = None,
+        on_event: Callable[[BatchEvent], None] | None = None,
+        **fields: Unpack[BatchFields],
+    ) -> dict[str, Any]:
+        """Submit a batch, follow it to its end (each event to `on_event`), and return its
+        final state (BatchView); batch_result() then gives the zip."""
+        accepted = self.submit_batch(images, prompt, variations=variations, **fields)
+        batch_id: str = accepted["batch_id"]
+        for event in self.batch_events(batch_id):
+            if on_event is not None:
+                on_event(event)
+        return self.batch(batch_id)
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = self.http.get("/health").json()
         return body
 
     def models(self) -> dict[str, Any]:
-        response = self.http.get("/models")
-        _raise_for_error(response)
-        body: dict[str, Any] = response.json()
-        return body
+        return self._get_json("/models")
