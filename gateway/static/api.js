@@ -115,7 +115,55 @@ export class Api {
 
   /** Calls onEvent({id, event, data}) for each event until the job's final one, returned. */
   events(jobId, { onEvent, signal }) {
-    const path = `/jobs/${encodeURIComponent(jobId)}/events`;
+    return this.follow(`/jobs/${encodeURIComponent(jobId)}/events`, {
+      onEvent,
+      signal,
+      isFinal: (event) => FINAL_EVENTS.has(event.event),
+    });
+  }
+
+  /** Submits several images (or one, with `variations`) as one batch; resolves to BatchAccepted. */
+  async submitBatch({ files, variations, prompt, negativePrompt, model, options }) {
+    const form = new FormData();
+    for (const file of files) form.append("images", file, file.name);
+    form.append("prompt", prompt);
+    if (negativePrompt) form.append("negative_prompt", negativePrompt);
+    if (model) form.append("model", model);
+    form.append("options", JSON.stringify(options));
+    if (variations) form.append("variations", String(variations));
+    return (await this.request("/batches", { method: "POST", body: form })).json();
+  }
+
+  async batch(batchId) {
+    return (await this.request(`/batches/${encodeURIComponent(batchId)}`)).json();
+  }
+
+  async cancelBatch(batchId) {
+    const path = `/batches/${encodeURIComponent(batchId)}/cancel`;
+    return (await this.request(path, { method: "POST" })).json();
+  }
+
+  /** The zip of a batch's results: {blob, name}, named as the gateway names it. */
+  async batchZip(batchId) {
+    const response = await this.request(`/batches/${encodeURIComponent(batchId)}/result`);
+    const disposition = response.headers.get("Content-Disposition") ?? "";
+    const name = /filename="([^"]+)"/.exec(disposition)?.[1] ?? `batch-${batchId}.zip`;
+    return { blob: await response.blob(), name };
+  }
+
+  /**
+   * Follows a batch's events (its own "batch" counts, and every job's events with job_id and
+   * index) until its final "batch" event, returned; an "error" of no one job ends it too.
+   */
+  batchEvents(batchId, { onEvent, signal }) {
+    return this.follow(`/batches/${encodeURIComponent(batchId)}/events`, {
+      onEvent,
+      signal,
+      isFinal: isFinalBatchEvent,
+    });
+  }
+
+  follow(path, { onEvent, signal, isFinal }) {
     const connect = (lastEventId) =>
       this.request(path, {
         signal,
@@ -123,11 +171,16 @@ export class Api {
           ? { Accept: "text/event-stream", "Last-Event-ID": lastEventId }
           : { Accept: "text/event-stream" },
       });
-    return followEvents({
-      open: connect,
-      onEvent,
-      signal,
-      isFinal: (event) => FINAL_EVENTS.has(event.event),
-    });
+    return followEvents({ open: connect, onEvent, signal, isFinal });
+  }
+}
+
+function isFinalBatchEvent(event) {
+  if (event.event !== "batch" && event.event !== "error") return false;
+  try {
+    const data = JSON.parse(event.data);
+    return event.event === "batch" ? data.final === true : data.job_id === undefined;
+  } catch {
+    return false;
   }
 }

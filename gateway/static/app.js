@@ -1,6 +1,9 @@
-// The playground: pick images, describe the edit, watch it run, compare, download.
+// The playground: pick images, describe the edit, watch it run, compare, download. Several
+// picked images (or one in several variations) go as one batch.
 
 import { Api, ApiError } from "./api.js";
+import { BatchRun } from "./batch.js";
+import { saveBlob } from "./dom.js";
 import { History } from "./history.js";
 import { EditJob, editOptions } from "./job.js";
 import { ModelForm } from "./models.js";
@@ -25,6 +28,8 @@ const stage = new Stage({
   cancel: $("cancel"),
   retry: $("retry"),
   download: $("download"),
+  zip: $("batch-zip"),
+  batch: $("batch-items"),
   meta: $("result-meta"),
   process: $("process"),
 });
@@ -43,6 +48,8 @@ const form = new ModelForm({
   vocabularyList: $("vocabulary-list"),
   fileInput: $("file-input"),
   fileNote: $("file-note"),
+  variations: $("variations"),
+  variationsField: $("variations-field"),
 });
 const history = new History({
   list: $("history"),
@@ -58,6 +65,7 @@ const picker = new Picker({
   },
 });
 picker.inUse = (item) => history.uses(item);
+picker.onItems = () => updateProcess();
 
 let healthState = { auth: false, models: {} };
 
@@ -67,8 +75,28 @@ function showJob(job) {
   updateProcess();
 }
 
+/** How many variations of one image are asked for: 0 when none (or several images). */
+function variationsWanted() {
+  const wanted = Number(form.values().variations);
+  return picker.items.length === 1 && wanted > 1 ? Math.floor(wanted) : 0;
+}
+
+/** What Process will do, in words. */
+function processNote(count, variations) {
+  if (count > 1) return `Edits all ${count} picked images as one batch; remove some to edit fewer.`;
+  if (variations) return `Edits the image ${variations} times, each with its own seed, as one batch.`;
+  return "Edits the selected image.";
+}
+
 function updateProcess() {
+  const count = picker.items.length;
   $("process").disabled = Boolean(stage.job?.active);
+  $("process").textContent = count > 1 ? `Process ${count} images` : "Process";
+  $("process-note").textContent = processNote(count, variationsWanted());
+  $("variations").disabled = count > 1;
+  $("variations-note").textContent = count > 1
+    ? "Variations take one image: pick a single one."
+    : "Edits one image with as many seeds, as a batch.";
 }
 
 function start(job) {
@@ -86,6 +114,7 @@ function start(job) {
 
 function process() {
   const input = picker.selected;
+  const inputs = picker.items;
   if (!input) {
     stage.showInput(null);
     stage.showMessage("Pick an image first: drop it on the page or choose a file.");
@@ -97,14 +126,16 @@ function process() {
     return;
   }
   const values = form.values();
-  start(
-    new EditJob(api, input, {
-      prompt: $("prompt").value,
-      negativePrompt: values.negativePrompt,
-      model: values.model,
-      options: editOptions(values),
-    }),
-  );
+  const request = {
+    prompt: $("prompt").value,
+    negativePrompt: values.negativePrompt,
+    model: values.model,
+    options: editOptions(values),
+  };
+  const variations = variationsWanted();
+  if (inputs.length > 1) start(new BatchRun(api, [...inputs], request));
+  else if (variations) start(new BatchRun(api, [input], request, variations));
+  else start(new EditJob(api, input, request));
 }
 
 $("edit-form").addEventListener("submit", (event) => {
@@ -120,6 +151,19 @@ $("prompt").addEventListener("keydown", (event) => {
 $("cancel").addEventListener("click", () => stage.job?.cancel());
 $("retry").addEventListener("click", () => {
   if (stage.job) start(stage.job.again());
+});
+$("variations").addEventListener("input", () => updateProcess());
+$("model").addEventListener("change", () => updateProcess());
+// The zip comes with the key header, so it is fetched, then saved from a blob.
+$("batch-zip").addEventListener("click", async () => {
+  const batch = stage.job;
+  if (batch?.kind !== "batch" || batch.zipping) return;
+  try {
+    const { blob, name } = await batch.zip();
+    saveBlob(blob, name);
+  } catch (error) {
+    stage.showMessage(`Could not download the zip: ${error.message}`);
+  }
 });
 
 // Auth: the key field appears only when the gateway asks for keys.

@@ -26,3 +26,14 @@ export function formatSeconds(seconds) {
   if (seconds < 90) return `${Math.round(seconds)} s`;
   return `${Math.round(seconds / 60)} min`;
 }
+
+/** Saves a blob as a file named `name`, as a download link would. */
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The download has its own copy by then; a minute leaves room for a slow disk.
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}

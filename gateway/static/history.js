@@ -1,4 +1,4 @@
-// This tab's edits, newest first; choosing one shows it on the stage again.
+// This tab's edits and batches, newest first; choosing one shows it on the stage again.
 
 import { el } from "./dom.js";
 
@@ -7,6 +7,7 @@ const LABELS = {
   pending: "queued",
   processing: "running",
   completed: "done",
+  partial: "partly done",
   failed: "failed",
   cancelled: "cancelled",
 };
@@ -27,7 +28,7 @@ export class History {
   }
 
   uses(input) {
-    return this.jobs.some((job) => job.input === input);
+    return this.jobs.some((job) => job.uses(input));
   }
 
   select(job) {
@@ -51,6 +52,7 @@ export class History {
         class: "history-item",
         "data-key": job.key,
         "data-status": job.status,
+        "data-kind": job.kind ?? "edit",
         "aria-current": job === this.current ? "true" : false,
       },
       picture ? el("img", { src: picture, alt: "" }) : el("span", { class: "thumb-placeholder" }, "?"),
@@ -58,7 +60,7 @@ export class History {
         "span",
         { class: "history-text" },
         el("span", { class: "history-prompt" }, job.request.prompt || "(no instruction)"),
-        el("span", { class: "note" }, `${job.request.model || "default model"} · ${job.input.name}`),
+        el("span", { class: "note" }, `${job.request.model || "default model"} · ${job.summary}`),
       ),
       el("span", { class: `badge ${job.status}` }, LABELS[job.status] ?? job.status),
     );

@@ -51,6 +51,15 @@ export class EditJob {
     return this.total ? Math.round((100 * this.step) / this.total) : 0;
   }
 
+  /** What it edits, in a word (the history lists it). */
+  get summary() {
+    return this.input.name;
+  }
+
+  uses(input) {
+    return this.input === input;
+  }
+
   onChange(listener) {
     this.listeners.add(listener);
   }

@@ -4,6 +4,7 @@ import { el, show } from "./dom.js";
 
 const FORMAT_NAMES = { "image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp" };
 const FORMAT_LABELS = { jpeg: "JPEG", png: "PNG", webp: "WebP" };
+const DEFAULT_MAX_BATCH = 16;
 
 export class ModelForm {
   constructor(elements) {
@@ -64,6 +65,9 @@ export class ModelForm {
       ? `${model.name} is deterministic: it takes no preset, steps, seed or negative prompt.`
       : "";
     show(this.e.advancedNote, Boolean(model && !generative));
+    // Variations are seeds: only a model that samples from one takes them.
+    show(this.e.variationsField, generative);
+    this.e.variations.max = String(model?.limits?.max_batch_images ?? DEFAULT_MAX_BATCH);
     this.e.warning.textContent = model?.random_weights
       ? `${model.name} has random weights (the dev model): it runs the real pipeline, but its `
         + "pixels are noise. For a meaningful edit on this machine, pick classic_edit."
@@ -94,6 +98,7 @@ export class ModelForm {
       trueCfgScale: generative ? this.e.cfg.value.trim() : "",
       seed: generative ? this.e.seed.value.trim() : "",
       negativePrompt: generative ? this.e.negative.value.trim() : "",
+      variations: generative ? this.e.variations.value.trim() : "",
       outputFormat: this.e.format.value,
     };
   }

@@ -20,6 +20,7 @@ export class Picker {
     this.items = [];
     this.selected = null;
     this.inUse = () => false;
+    this.onItems = () => {};
 
     input.addEventListener("change", () => {
       this.add(input.files);
@@ -103,6 +104,7 @@ export class Picker {
     const focused = document.activeElement?.dataset.key;
     this.list.replaceChildren(...this.items.map((item) => this.row(item)));
     if (focused) this.list.querySelector(`[data-key="${focused}"]`)?.focus();
+    this.onItems(this.items);
   }
 
   row(item) {

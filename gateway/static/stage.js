@@ -1,6 +1,8 @@
 // The result area: the input, then the job's live progress, then the result beside the input
-// on a before/after slider, with Cancel, Retry and Download.
+// on a before/after slider, with Cancel, Retry and Download. A batch shows its items instead of
+// the slider, with the overall progress and a zip of every result.
 
+import { BatchView } from "./batch-view.js";
 import { formatSeconds, show } from "./dom.js";
 
 const EXTENSIONS = { png: "png", webp: "webp", jpeg: "jpg" };
@@ -19,10 +21,8 @@ function statusText(job) {
       if (job.cancelRequested) return "Cancelling: the model stops after this step…";
       return job.total ? `Step ${job.step} of ${job.total}…` : "Started…";
     }
-    case "completed": {
-      const took = job.finishedAt ? ` in ${formatSeconds((job.finishedAt - job.submittedAt) / 1000)}` : "";
-      return `Done${took}.`;
-    }
+    case "completed":
+      return `Done${took(job)}.`;
     case "cancelled":
       return job.step ? `Cancelled after step ${job.step} of ${job.total}.` : "Cancelled.";
     case "failed":
@@ -30,6 +30,54 @@ function statusText(job) {
     default:
       return "";
   }
+}
+
+function took(job) {
+  return job.finishedAt ? ` in ${formatSeconds((job.finishedAt - job.submittedAt) / 1000)}` : "";
+}
+
+function plural(count, word) {
+  return `${count} ${word}${count === 1 ? "" : "s"}`;
+}
+
+function batchEndText(job) {
+  const total = job.items.length;
+  const others = [
+    job.count("failed") && `${job.count("failed")} failed`,
+    job.count("cancelled") && `${job.count("cancelled")} cancelled`,
+  ].filter(Boolean);
+  const rest = others.length ? `; ${others.join(", ")}` : "";
+  switch (job.status) {
+    case "completed":
+      return `All ${plural(total, "edit")} done${took(job)}.`;
+    case "partial":
+      return `${job.count("completed")} of ${total} done${took(job)}${rest}.`;
+    case "cancelled":
+      return `Cancelled: none of the ${plural(total, "edit")} done${rest}.`;
+    default:
+      return job.id ? `Failed: none of the ${plural(total, "edit")} done${rest}.` : "Failed.";
+  }
+}
+
+function batchStatusText(job) {
+  const total = job.items.length;
+  if (job.active && job.cancelRequested) return "Cancelling: running edits stop after their step…";
+  switch (job.status) {
+    case "submitting":
+      return job.variations ? "Uploading…" : `Uploading ${plural(total, "image")}…`;
+    case "pending":
+      return `Queued: ${plural(total, "edit")}.`;
+    case "processing":
+      return `${job.items.filter((item) => item.ended).length} of ${total} finished…`;
+    default:
+      return batchEndText(job);
+  }
+}
+
+function batchMetaText(job) {
+  const parts = [job.request.model || "default model", job.summary];
+  if (job.id) parts.push(`batch ${job.id}`);
+  return parts.join(" · ");
 }
 
 function metaText(job) {
@@ -54,6 +102,7 @@ export class Stage {
     this.e = elements;
     this.job = null;
     this.input = null;
+    this.batchView = new BatchView(elements.batch);
     elements.split.addEventListener("input", () => this.setSplit(elements.split.value));
     this.setSplit(elements.split.value);
     elements.result.addEventListener("load", () => this.fit(elements.result));
@@ -86,9 +135,30 @@ export class Stage {
     this.render();
   }
 
+  get batch() {
+    return this.job?.kind === "batch" ? this.job : null;
+  }
+
   render() {
-    const { e, job, input } = this;
-    const hasResult = Boolean(job?.resultUrl);
+    const { e, job } = this;
+    const cancelFocused = document.activeElement === e.cancel;
+    this.renderPicture();
+    e.stage.dataset.jobId = job?.id ?? "";
+    e.stage.dataset.status = job?.status ?? "";
+    e.stage.dataset.kind = job?.kind ?? "edit";
+    this.renderRun();
+    // Cancel vanishes when the job ends; keyboard focus moves on to what comes next.
+    if (cancelFocused && e.cancel.hidden) {
+      [e.retry, e.download, e.zip, e.process].find((node) => !node.hidden)?.focus();
+    }
+  }
+
+  /** The single edit's before/after, or the batch's items. */
+  renderPicture() {
+    const { e, job, input, batch } = this;
+    this.batchView.render(batch);
+    show(e.compare, !batch);
+    const hasResult = !batch && Boolean(job?.resultUrl);
     const previewable = input && input.previewable !== false;
     e.compare.dataset.view = hasResult ? "compare" : previewable ? "preview" : "empty";
     e.empty.textContent = input
@@ -99,14 +169,20 @@ export class Stage {
     if (hasResult && e.result.getAttribute("src") !== job.resultUrl) e.result.src = job.resultUrl;
     if (!hasResult) e.result.removeAttribute("src");
     show(e.slider, hasResult);
-    e.stage.dataset.jobId = job?.id ?? "";
-    e.stage.dataset.status = job?.status ?? "";
+  }
 
+  /** Progress, status, error, the actions and the facts of the result. */
+  renderRun() {
+    const { e, job, input, batch } = this;
+    const hasResult = !batch && Boolean(job?.resultUrl);
     e.progress.value = job ? job.percent : 0;
     e.progress.setAttribute("aria-valuetext", job ? `${job.percent} %` : "not started");
-    e.status.textContent = job ? statusText(job) : input ? "Ready to process." : "Nothing running.";
+    e.status.textContent = batch
+      ? batchStatusText(batch)
+      : job ? statusText(job) : input ? "Ready to process." : "Nothing running.";
 
-    const error = job?.status === "failed" ? job.error : null;
+    // A batch's own error (refused, or its stream lost); its items' errors are on the items.
+    const error = batch || job?.status === "failed" ? job.error : null;
     e.error.replaceChildren();
     if (error) {
       const code = document.createElement("span");
@@ -116,7 +192,6 @@ export class Stage {
     }
     show(e.error, Boolean(error));
 
-    const cancelFocused = document.activeElement === e.cancel;
     show(e.cancel, Boolean(job?.active));
     e.cancel.disabled = Boolean(job?.cancelRequested);
     show(e.retry, job?.status === "failed" || job?.status === "cancelled");
@@ -125,11 +200,10 @@ export class Stage {
       e.download.href = job.resultUrl;
       e.download.download = downloadName(job);
     }
-    e.meta.textContent = job ? metaText(job) : "";
-    // Cancel vanishes when the job ends; keyboard focus moves on to what comes next.
-    if (cancelFocused && e.cancel.hidden) {
-      [e.retry, e.download, e.process].find((node) => !node.hidden)?.focus();
-    }
+    show(e.zip, Boolean(batch && !batch.active && batch.count("completed")));
+    e.zip.setAttribute("aria-disabled", batch?.zipping ? "true" : "false");
+    e.zip.textContent = batch?.zipping ? "Preparing the zip…" : "Download zip";
+    e.meta.textContent = batch ? batchMetaText(batch) : job ? metaText(job) : "";
   }
 
   /** A message of the page itself (there is nothing to send yet), in the error area. */

@@ -7,6 +7,7 @@ from typing import Any
 from playwright.sync_api import FilePayload, Locator, Page
 
 FINAL = ("completed", "failed", "cancelled")
+BATCH_FINAL = ("completed", "partial", "failed", "cancelled")
 # Reads an <img> back through a canvas, in the page, as the page itself could.
 READ_PIXELS = """(img) => {
   const canvas = document.createElement("canvas");
@@ -32,6 +33,15 @@ RECORD_PROGRESS = """() => {
   new MutationObserver(() => window.progressSeen.push(bar.value))
     .observe(bar, { attributes: true, attributeFilter: ["value"] });
 }"""
+
+
+def tab_to(page: Page, selector: str, presses: int = 60) -> None:
+    """Presses Tab until the focus is on `selector`: it must be reachable by keyboard."""
+    for _ in range(presses):
+        if page.evaluate("(s) => document.activeElement?.matches(s) ?? false", selector):
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"{selector} is not reachable with Tab")
 
 
 def image_file(name: str, data: bytes, mime: str = "image/jpeg") -> FilePayload:
@@ -103,6 +113,33 @@ class Playground:
     def progress_seen(self) -> list[float]:
         seen: list[float] = self.page.evaluate("() => window.progressSeen")
         return seen
+
+    def wait_batch(self, timeout_s: float = 120) -> str:
+        """Waits for the batch on the stage to end; its status, as the page shows it."""
+        return self.wait_status(*BATCH_FINAL, timeout_s=timeout_s)
+
+    def wait_batch_results(self, count: int) -> None:
+        results = self.by("batch-result")
+        results.nth(count - 1).wait_for(state="attached")
+        assert results.count() == count
+        self.page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=\"batch-result\"]')]"
+            ".every((img) => img.complete && img.naturalWidth > 0)"
+        )
+
+    def batch_pixels(self) -> list[dict[str, Any]]:
+        """What each batch result's pixels are, read in the page, in item order."""
+        return [img.evaluate(READ_PIXELS) for img in self.by("batch-result").all()]
+
+    def batch_items(self) -> list[dict[str, str]]:
+        return [
+            {
+                "status": item.get_attribute("data-status") or "",
+                "job_id": item.get_attribute("data-job-id") or "",
+                "text": item.inner_text(),
+            }
+            for item in self.by("batch-item").all()
+        ]
 
     def history(self) -> list[dict[str, str]]:
         rows = self.page.locator(".history-item")

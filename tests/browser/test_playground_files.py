@@ -114,6 +114,8 @@ def test_the_page_carries_the_testids_other_tools_use() -> None:
         "cancel",
         "result-image",
         "error",
+        "batch-zip",
+        "variations",
     }
 
 

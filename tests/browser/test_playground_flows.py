@@ -12,7 +12,7 @@ from playwright.sync_api import FileChooser, Page, expect
 
 from tests import images
 from tests.browser.chromium import PHONE, ConsoleWatch, screenshot
-from tests.browser.playground_page import Playground, image_file
+from tests.browser.playground_page import Playground, image_file, tab_to
 from tests.gateway_server import GatewayServer, wait_for
 
 pytestmark = pytest.mark.integration
@@ -167,15 +167,6 @@ def test_an_unknown_instruction_shows_the_models_message_and_retry_sends_it_agai
     )
     assert [row["status"] for row in ui.history()] == ["failed", "failed"]
     assert open_gateway.client(None).job(ui.job_id)["error"]["code"] == "unknown_instruction"
-
-
-def tab_to(page: Page, selector: str, presses: int = 60) -> None:
-    """Presses Tab until the focus is on `selector`: it must be reachable by keyboard."""
-    for _ in range(presses):
-        if page.evaluate("(s) => document.activeElement?.matches(s) ?? false", selector):
-            return
-        page.keyboard.press("Tab")
-    raise AssertionError(f"{selector} is not reachable with Tab")
 
 
 def ignore_chooser(_chooser: FileChooser) -> None:
