@@ -81,6 +81,7 @@ def main() -> int:
             say("the gateway did not start")
             return 1
         say(f"gateway ready: {gateway.url}  (docs: /docs, metrics: /metrics)")
+        say(f"playground: open {gateway.url}/ in a browser")
         say(
             "try: curl -F image=@photo.jpg -F prompt='make it black and white' "
             f"-F model=classic_edit {gateway.url}/process"
