@@ -7,8 +7,9 @@ characters; replaces the characters Windows forbids; trims dots and spaces at ei
 
 An entry is "<stem>-edited.<ext>" (a variation: "<stem>-edited-<n>.<ext>", n from 1), the
 extension that of the output format; a name with no stem left is "image-<n>". Names that clash,
-ignoring case, get "-2", "-3" ... . The suffix also keeps an entry off Windows' device names
-(CON, NUL ...) and off the input's own name, so unpacking beside the inputs overwrites none.
+ignoring case, get "-2", "-3" ... . The suffix also keeps an entry off the input's own name, so
+unpacking beside the inputs overwrites none, and off Windows' device names (CON, NUL ...), which
+Windows reads up to the first dot: a stem "nul.tar" becomes "nul_tar".
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import NamedTuple
 # Unicode categories dropped from names: control, format, surrogate, private use, unassigned,
 # and the line and paragraph separators.
 DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"{kind}{n}" for kind in ("COM", "LPT") for n in range(1, 10))}
+)
 WINDOWS_FORBIDDEN = re.compile(r'[<>:"/\\|?*]')
 MAX_STEM_CHARS = 80
 MAX_EXTENSION_CHARS = 8
@@ -48,6 +52,9 @@ def clean_name(raw: str | None) -> str:
 def _stem(name: str, index: int) -> str:
     stem, dot, _extension = name.rpartition(".")
     stem = (stem if dot else name).strip(" .")[:MAX_STEM_CHARS].rstrip(" .")
+    head, dot, rest = stem.partition(".")
+    if dot and head.upper() in WINDOWS_DEVICES:
+        stem = f"{head}_{rest}"
     return stem or f"image-{index + 1}"
 
 

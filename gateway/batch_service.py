@@ -22,8 +22,6 @@ from gateway.store.batch_models import Batch, BatchItem, BatchKind, idempotent_b
 from gateway.store.job_models import Job, JobStatus, new_job_id
 from gateway.store.job_store import BatchStore
 
-MAX_CURSOR = 10**9
-
 
 @dataclass
 class BatchSubmission:
@@ -75,9 +73,9 @@ def encode_cursor(cursor: Sequence[int]) -> str:
 def parse_cursor(text: str | None, size: int) -> list[int]:
     """A Last-Event-ID of this batch's stream; anything else starts from the beginning."""
     parts = (text or "").strip().split(".")
-    if len(parts) != size or not all(p.isdigit() and len(p) <= 9 for p in parts):
+    if len(parts) != size or not all(p.isascii() and p.isdigit() and len(p) <= 9 for p in parts):
         return [0] * size
-    return [min(int(p), MAX_CURSOR) for p in parts]
+    return [int(p) for p in parts]
 
 
 class BatchService:
@@ -230,6 +228,8 @@ def _summary(state: BatchState, cursor: Sequence[int], *, final: bool) -> BatchE
 
 def _no_result(state: BatchState) -> ApiError:
     t, batch_id = state.tally, state.batch.id
+    if all(job is None for job in state.jobs):
+        return ApiError("result_expired", f"the results of batch {batch_id} have expired")
     if not t.final:
         return ApiError(
             "batch_not_ready",

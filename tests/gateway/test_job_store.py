@@ -1,4 +1,5 @@
-"""The job store, in memory and in a real Redis: jobs, events, results, cancel, orphans, outages."""
+"""The job store, in memory and in a real Redis: jobs, events, results, cancel, orphans, outages,
+and the batch records."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ from redis.asyncio import Redis
 
 from gateway.errors import StoreUnavailable
 from gateway.store import open_backend
+from gateway.store.batch_models import Batch, BatchItem
 from gateway.store.job_models import (
     EditRequest,
     IdempotencyConflict,
     Job,
+    JobEvent,
     JobStatus,
     NewEvent,
     new_job_id,
 )
-from gateway.store.job_store import JobGone, JobStore
+from gateway.store.job_store import BatchStore, JobGone, JobQueue, JobStore
 from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
 from gateway.store.redis_connection import connect
 from gateway.store.redis_queue import RedisJobQueue
@@ -47,6 +50,8 @@ class Backend:
         self.kind = kind
         self.redis_url = url
         self.opened: list[JobStore] = []
+        self.batches: MemoryBatchStore | None = None
+        self.clients: list[Redis] = []
 
     def open(self) -> JobStore:
         """A store for one more gateway replica (in memory: the one process's store)."""
@@ -59,9 +64,29 @@ class Backend:
         self.opened.append(store)
         return store
 
+    def open_batches(self) -> BatchStore:
+        """The batch records one more replica sees (in memory: the one process's)."""
+        if self.kind == "memory":
+            if self.batches is None:
+                self.batches = MemoryBatchStore()
+            return self.batches
+        assert self.redis_url is not None
+        redis = connect(self.redis_url)
+        self.clients.append(redis)
+        return RedisBatchStore(redis)
+
+    def queue_of(self, store: JobStore) -> JobQueue:
+        """The queue a store's created jobs go to."""
+        if isinstance(store, MemoryJobStore):
+            return store.queue
+        assert isinstance(store, RedisJobStore)
+        return RedisJobQueue(store.redis, "replica-a", lease_s=5)
+
     async def close(self) -> None:
         for store in self.opened:
             await store.close()
+        for client in self.clients:
+            await client.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -116,6 +141,21 @@ def make_job(owner: str = "owner-a", replica: str = "replica-a", **fields: Any) 
         replica=replica,
         created_at=time.time(),
         **fields,
+    )
+
+
+def make_batch(batch_id: str | None = None, files: tuple[str, ...] = ("cat", "dog")) -> Batch:
+    return Batch(
+        id=batch_id or new_job_id(),
+        owner="owner-a",
+        model="qwen_image_edit",
+        kind="images",
+        created_at=1700000000.5,
+        items=[
+            BatchItem(job_id=new_job_id(), name=f"{stem}.png", file=f"{stem}-edited.png", seed=7)
+            for stem in files
+        ],
+        request_hash="hash-1",
     )
 
 
@@ -449,6 +489,181 @@ async def test_waiting_on_a_job_that_expires_ends_with_job_gone_and_never_spins(
     assert ticks >= elapsed / 0.01 * 0.5, (ticks, elapsed)
 
 
+# --- Several jobs at once (a batch) ----------------------------------------------------------
+
+
+def as_tuples(found: dict[str, list[JobEvent]]) -> dict[str, list[tuple[int, str, Any]]]:
+    return {job_id: [(e.id, e.event, e.data) for e in events] for job_id, events in found.items()}
+
+
+@async_test
+async def test_wait_many_returns_the_events_after_each_cursor_of_the_jobs_that_have_some(
+    backend: Backend,
+) -> None:
+    store, peer = backend.open(), backend.open()
+    running, quiet, fresh = [(await create(store, make_job()))[0] for _ in range(3)]
+    await store.apply(running.id, {}, NewEvent("started", {"attempt": 1}))
+    await store.apply(running.id, {}, NewEvent("progress", {"step": 1, "total": 4}))
+
+    found = await asyncio.wait_for(
+        peer.wait_many({running.id: 1, quiet.id: 1, fresh.id: 0}, timeout=60), NO_HANG_S
+    )
+
+    assert as_tuples(found) == {  # `quiet` has nothing after its cursor: it is left out
+        running.id: [(2, "started", {"attempt": 1}), (3, "progress", {"step": 1, "total": 4})],
+        fresh.id: [(1, "queued", {"position": 0, "eta_s": None})],
+    }
+
+
+@async_test
+async def test_wait_many_wakes_when_another_replica_appends_to_any_of_the_jobs(
+    backend: Backend,
+) -> None:
+    store, peer = backend.open(), backend.open()
+    jobs = [(await create(store, make_job()))[0] for _ in range(3)]
+    cursors = {job.id: 1 for job in jobs}
+
+    for step, job in enumerate([jobs[1], jobs[2]], start=1):
+        waiter = asyncio.create_task(store.wait_many(cursors, timeout=60))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()  # nothing after any cursor yet: one wait for all three
+
+        progress = NewEvent("progress", {"step": step, "total": 4})
+        appender = asyncio.create_task(peer.apply(job.id, {}, progress))
+        found = await asyncio.wait_for(waiter, NO_HANG_S)  # woken, not at its 60 s timeout
+        await appender
+
+        assert as_tuples(found) == {job.id: [(2, "progress", {"step": step, "total": 4})]}
+        cursors[job.id] = 2
+
+
+@async_test
+async def test_wait_many_returns_nothing_when_the_timeout_passes(backend: Backend) -> None:
+    store = backend.open()
+    first, _ = await create(store, make_job())
+    second, _ = await create(store, make_job())
+
+    assert await store.wait_many({first.id: 1, second.id: 1}, timeout=0.3) == {}
+    assert await store.wait_many({first.id: 1}, timeout=0) == {}
+    assert await store.wait_many({}, timeout=0.3) == {}
+
+
+@async_test
+async def test_wait_many_raises_job_gone_naming_the_missing_job(backend: Backend) -> None:
+    store = backend.open()
+    waiting, _ = await create(store, make_job())
+    with_events, _ = await create(store, make_job())
+    missing = new_job_id()
+
+    cursors = {waiting.id: 1, missing: 0, with_events.id: 0}
+    with pytest.raises(JobGone) as gone:
+        await asyncio.wait_for(store.wait_many(cursors, timeout=60), NO_HANG_S)
+
+    assert gone.value.job_id == missing
+
+
+@async_test
+async def test_wait_many_raises_job_gone_when_a_job_expires_while_it_waits(
+    backend: Backend,
+) -> None:
+    store = backend.open()
+    store.ttl_s = 1
+    expiring, _ = await create(store, make_job())
+
+    with pytest.raises(JobGone) as gone:
+        # Far above the 1 s TTL, far below the 60 s timeout: only the expiry ends it in time.
+        await asyncio.wait_for(store.wait_many({expiring.id: 1}, timeout=60), 15)
+
+    assert gone.value.job_id == expiring.id
+
+
+@async_test
+async def test_a_job_created_without_an_edit_keeps_its_final_event_and_is_never_queued(
+    backend: Backend,
+) -> None:
+    store, peer = backend.open(), backend.open()
+    queue = backend.queue_of(store)
+    error = {"code": "unsupported_format", "message": "the file is not an image"}
+    refused = make_job(
+        status="failed",
+        finished_at=1700000000.5,
+        error_code=error["code"],
+        error_message=error["message"],
+    )
+
+    stored, created = await store.create(
+        refused, NewEvent("failed", {"status": "failed", "error": error}), None
+    )
+
+    assert (stored, created) == (refused, True)
+    assert await peer.get(refused.id) == refused
+    assert await peer.get_request(refused.id) is None
+    events = await peer.events_after(refused.id, 0)
+    assert [(e.id, e.event, e.data, e.final) for e in events] == [
+        (1, "failed", {"status": "failed", "error": error}, True)
+    ]
+    assert (await queue.stats("classic_edit")).waiting == 0
+    queued, _ = await create(store, make_job())
+    assert (await queue.stats("classic_edit")).waiting == 1  # a queued job is counted
+    ticket = await queue.take("classic_edit", 5, 0)
+    assert ticket is not None and ticket.job_id == queued.id
+    assert await queue.take("classic_edit", 5, 0) is None  # the refused job is not there
+    await queue.release(ticket)
+
+
+# --- Batch records ----------------------------------------------------------------------------
+
+
+@async_test
+async def test_a_batch_is_written_once_and_a_second_create_returns_the_kept_one(
+    backend: Backend,
+) -> None:
+    batches, peer = backend.open_batches(), backend.open_batches()
+    first = make_batch()
+    rival = make_batch(first.id, files=("other",))
+
+    assert await batches.create(first, TTL_S) == (first, True)
+    kept, created = await peer.create(rival, TTL_S)
+
+    assert (kept, created) == (first, False)
+    assert await peer.get(first.id) == first
+    assert await batches.get(new_job_id()) is None
+
+
+@async_test
+async def test_batches_in_and_out_of_the_batch_store_are_copies(backend: Backend) -> None:
+    batches = backend.open_batches()
+    batch = make_batch()
+    original = batch.model_copy(deep=True)
+    stored, _ = await batches.create(batch, TTL_S)
+    read = await batches.get(batch.id)
+    assert read is not None
+
+    batch.items[0].file = "changed.png"
+    stored.items.pop()
+    read.items[1].seed = 99
+
+    assert await batches.get(batch.id) == original
+
+
+@async_test
+async def test_concurrent_creates_of_one_batch_on_two_replicas_keep_exactly_one(
+    backend: Backend,
+) -> None:
+    replicas = [backend.open_batches(), backend.open_batches()]
+    batch_id = new_job_id()
+    attempts = [make_batch(batch_id) for _ in range(8)]  # each names other jobs
+
+    results = await asyncio.gather(
+        *(replicas[i % 2].create(batch, TTL_S) for i, batch in enumerate(attempts))
+    )
+
+    winners = [batch for batch, created in results if created]
+    assert len(winners) == 1
+    assert [batch for batch, _ in results] == [winners[0]] * len(attempts)
+    assert await replicas[1].get(batch_id) == winners[0]
+
+
 # --- Results and cancel -----------------------------------------------------------------------
 
 
@@ -553,6 +768,43 @@ async def test_memory_store_bounds_result_bytes_by_evicting_finished_jobs() -> N
     assert await store.get_result(running.id) == IMAGE_BYTES
 
 
+@async_test
+async def test_memory_batch_store_forgets_each_batch_at_its_own_expiry() -> None:
+    clock = Clock()
+    batches = MemoryBatchStore(clock=clock)
+    short, long = make_batch(), make_batch()
+    await batches.create(short, 60)
+    await batches.create(long, 120)
+
+    clock.now += 59
+    assert await batches.get(short.id) == short
+    clock.now += 1
+    assert await batches.get(short.id) is None
+    assert await batches.get(long.id) == long
+    assert len(batches) == 1
+
+    again = make_batch(short.id, files=("new",))
+    assert await batches.create(again, 60) == (again, True)  # its id is free again
+    clock.now += 60
+    assert len(batches) == 0
+
+
+@async_test
+async def test_memory_batch_store_evicts_the_oldest_batch_first() -> None:
+    batches = MemoryBatchStore(max_batches=2)
+    oldest, middle, newest = make_batch(), make_batch(), make_batch()
+    await batches.create(oldest, TTL_S)
+    await batches.create(middle, TTL_S)
+    assert await batches.create(make_batch(oldest.id), TTL_S) == (oldest, False)  # not renewed
+
+    assert await batches.create(newest, TTL_S) == (newest, True)
+
+    assert await batches.get(oldest.id) is None
+    assert await batches.get(middle.id) == middle
+    assert await batches.get(newest.id) == newest
+    assert len(batches) == 2
+
+
 # --- Redis: TTLs, outages, restarts -----------------------------------------------------------
 
 
@@ -609,6 +861,46 @@ async def test_redis_forgets_an_idle_job(redis_url: str) -> None:
     finally:
         await short_lived.close()
         await long_lived.close()
+
+
+@async_test
+async def test_a_redis_batch_is_one_key_set_once_with_its_ttl(redis_url: str) -> None:
+    batches = RedisBatchStore(connect(redis_url))
+    client = Redis.from_url(redis_url)
+    try:
+        batch = make_batch()
+        await batches.create(batch, 600)
+
+        key = f"qie:batch:{batch.id}"
+        assert [k.decode() async for k in client.scan_iter("*")] == [key]
+        assert 540 < await client.ttl(key) <= 600
+        assert Batch.model_validate_json(await client.get(key) or b"") == batch
+
+        await client.expire(key, 100)
+        _, created = await batches.create(make_batch(batch.id), 600)
+        assert created is False
+        assert 0 < await client.ttl(key) <= 100  # SET NX: neither rewritten nor renewed
+        assert Batch.model_validate_json(await client.get(key) or b"") == batch
+    finally:
+        await client.aclose()
+        await batches.redis.aclose()
+
+
+@async_test
+async def test_redis_forgets_a_batch_at_its_ttl_and_frees_its_id(redis_url: str) -> None:
+    batches = RedisBatchStore(connect(redis_url))
+    try:
+        batch = make_batch()
+        await batches.create(batch, 1)
+
+        await asyncio.sleep(1.5)
+
+        assert await batches.get(batch.id) is None
+        again = make_batch(batch.id, files=("new",))
+        assert await batches.create(again, TTL_S) == (again, True)
+        assert await batches.get(batch.id) == again
+    finally:
+        await batches.redis.aclose()
 
 
 def every_operation(store: JobStore, job_id: str) -> dict[str, Callable[[], Awaitable[Any]]]:
