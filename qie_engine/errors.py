@@ -36,3 +36,9 @@ class Cancelled(EngineError):
     """The caller cancelled, disconnected or ran out of time; the run stopped early."""
 
     code = "cancelled"
+
+
+class ShuttingDown(EngineError):
+    """The model server is stopping: the run stopped at the end of its step, to be retried."""
+
+    code = "model_unavailable"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ from qie_engine.contract import (
 )
 from qie_engine.edit_request import RawEdit
 from qie_engine.editor import Editor, run_edit
-from qie_engine.errors import Cancelled, EngineError, InvalidInput
+from qie_engine.errors import Cancelled, EngineError, InvalidInput, ShuttingDown
 
 log = logging.getLogger("qie_engine.triton")
 
@@ -60,6 +61,12 @@ class RequestAdapter:
         self.editor = editor
         self.pb = pb_utils
         self.served = ServedCounts()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """The server is shutting down: a running edit stops at the end of its step (as on a
+        cancel) and answers model_unavailable, so that tritonserver can exit at once."""
+        self.stopping.set()
 
     def _bytes_input(self, request: Any, name: str) -> list[bytes] | None:
         tensor = self.pb.get_input_tensor_by_name(request, name)
@@ -84,7 +91,6 @@ class RequestAdapter:
 
     def serve(self, request: Any) -> None:
         sender = request.get_response_sender()
-        final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         request_id = request.request_id() or "-"
         traced = {"request_id": request_id}
         started = time.perf_counter()
@@ -96,8 +102,7 @@ class RequestAdapter:
             response = self._error(error_message(exc), self.pb.TritonError.INVALID_ARG)
             outcome = "refused"
         except Cancelled as exc:
-            log.info("request %s cancelled: %s", request_id, exc, extra=traced)
-            response = self._error(error_message(exc), self.pb.TritonError.CANCELLED)
+            response = self._stopped(exc, request_id)
             outcome = "cancelled"
         except EngineError as exc:
             log.error("request %s failed: %s", request_id, exc, extra=traced)
@@ -110,12 +115,25 @@ class RequestAdapter:
             elapsed = time.perf_counter() - started
             log.info("request %s done in %.3fs", request_id, elapsed, extra=traced)
             outcome = "completed"
+        self._finish(request, sender, response, outcome)
+
+    def _stopped(self, exc: Cancelled, request_id: str) -> Any:
+        """A cancelled edit's answer; when the server is stopping, a retryable unavailable."""
+        traced = {"request_id": request_id}
+        if not self.stopping.is_set():
+            log.info("request %s cancelled: %s", request_id, exc, extra=traced)
+            return self._error(error_message(exc), self.pb.TritonError.CANCELLED)
+        stopped = ShuttingDown("the model server is shutting down; retry the edit shortly")
+        log.warning("request %s stopped: %s", request_id, stopped, extra=traced)
+        return self._error(error_message(stopped), self.pb.TritonError.UNAVAILABLE)
+
+    def _finish(self, request: Any, sender: Any, response: Any, outcome: str) -> None:
         if not self._describes(request):
             self.served.outcomes[outcome] += 1
         try:
-            sender.send(response, flags=final)
+            sender.send(response, flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception:  # the client is gone; nothing more to tell it
-            log.info("request %s: final response not delivered", request_id)
+            log.info("request %s: final response not delivered", request.request_id() or "-")
 
     def _describes(self, request: Any) -> bool:
         describe = self.pb.get_input_tensor_by_name(request, INPUT_DESCRIBE)
@@ -152,7 +170,11 @@ class RequestAdapter:
             negative_prompt=self._single(request, INPUT_NEGATIVE_PROMPT),
             options=self._single(request, INPUT_OPTIONS),
         )
-        data, meta = run_edit(self.editor, raw, on_progress, request.is_cancelled)
+
+        def stop_now() -> bool:
+            return self.stopping.is_set() or bool(request.is_cancelled())
+
+        data, meta = run_edit(self.editor, raw, on_progress, stop_now)
         image = self.pb.Tensor(OUTPUT_IMAGE, np.array([data], dtype=object))
         return self.pb.InferenceResponse(
             output_tensors=[self._event_tensor(meta.model_dump(mode="json")), image]

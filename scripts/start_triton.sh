@@ -57,7 +57,10 @@ for m in "${model_list[@]}"; do
   [[ -n "$m" ]] && load_args+=(--load-model="$m")
 done
 
-exec "$server" \
+# A SIGTERM or Ctrl-C is passed on to this process group: tritonserver and its model stubs.
+# tritonserver stops taking requests, and each stub stops its running edit at the end of the
+# step (tritonserver alone would wait up to its exit timeout for the edit to finish).
+"$server" \
   --model-repository="${MODEL_REPOSITORY:-$root/model_repository}" \
   --model-control-mode=explicit "${load_args[@]}" \
   ${config_name:+--model-config-name="$config_name"} \
@@ -67,4 +70,13 @@ exec "$server" \
   --metrics-port="${TRITON_METRICS_PORT:-8002}" \
   --allow-metrics=true --allow-gpu-metrics=true \
   --log-verbose="${TRITON_LOG_VERBOSE:-0}" \
-  --exit-timeout-secs="${TRITON_EXIT_TIMEOUT:-10}"
+  --exit-timeout-secs="${TRITON_EXIT_TIMEOUT:-10}" &
+server_pid=$!
+trap 'trap "" TERM INT; kill -TERM 0' TERM INT
+# wait returns early when a trapped signal arrives: wait again for the server's own exit status.
+status=0
+wait "$server_pid" || status=$?
+while kill -0 "$server_pid" 2>/dev/null; do
+  wait "$server_pid" || status=$?
+done
+exit "$status"

@@ -29,6 +29,7 @@ class FakeTritonError:
     INVALID_ARG = "INVALID_ARG"
     CANCELLED = "CANCELLED"
     INTERNAL = "INTERNAL"
+    UNAVAILABLE = "UNAVAILABLE"
 
     def __init__(self, message: str, code: str = "UNKNOWN") -> None:
         self._message = message
@@ -298,6 +299,21 @@ def test_cancel_arriving_mid_step_suppresses_that_steps_progress() -> None:
     sent = serve(request, SteppingEditor(5, client_cancels_during_step_2))
     assert [response.event["step"] for response, _ in sent[:-1]] == [1]
     assert final_error(sent).message() == "[cancelled] cancelled after step 2 of 5"
+
+
+def test_a_server_stopping_mid_edit_ends_it_within_the_step_as_retryable() -> None:
+    adapter = RequestAdapter(ClassicEditor(), FakePbUtils)
+    adapter.editor = SteppingEditor(50, lambda step: step == 3 and adapter.stop())
+    request = FakeRequest(edit_inputs())
+    adapter.serve(request)
+    sent = request.sender.sent
+    assert [response.event["step"] for response, _ in sent[:-1]] == [1, 2, 3]
+    error = final_error(sent)
+    assert error.code == FakeTritonError.UNAVAILABLE
+    assert error.message() == (
+        "[model_unavailable] the model server is shutting down; retry the edit shortly"
+    )
+    assert adapter.served.outcomes["cancelled"] == 1
 
 
 def test_engine_error_is_internal_and_keeps_its_code() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -184,3 +186,28 @@ def test_with_two_triton_urls_edits_go_to_the_one_that_answers(triton_server: Tr
         assert health["triton"] == {dead: False, triton_server.grpc_url: True}
         for _ in range(3):
             assert client.edit(images.png_bytes(), "invert", model="classic_edit").image
+
+
+def test_triton_told_to_stop_mid_edit_stops_it_within_a_step_and_says_retry() -> None:
+    """SIGTERM to the start script alone, as `docker stop` sends it: the script passes it on to
+    the model stubs, so the edit ends at its step instead of running its 100 to the end."""
+    server = TritonServer(models=["qwen_image_edit"])
+    server.start()
+    try:
+        server.wait_ready()
+        with (
+            running_gateway([server.grpc_url], "qwen_image_edit") as gw,
+            gw.client() as client,
+        ):
+            job_id = client.submit(images.png_bytes(), "x", options={**SLOW_STEPS, "steps": 100})
+            wait_for(lambda: client.job(job_id)["progress"]["step"] >= 2)
+            assert server.process is not None
+            os.kill(server.process.pid, signal.SIGTERM)
+            job = wait_for(lambda: (j := client.job(job_id))["status"] == "failed" and j)
+            assert job["error"]["code"] == "model_unavailable"
+            assert "shutting down" in job["error"]["message"]
+            assert job["progress"]["step"] < 100
+        server.reap(30)
+        assert not server.group_alive()
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import signal
 import sys
 
 # Triton's Python stub ignores PYTHONPATH; honour it so qie_engine and its packages import.
@@ -27,6 +28,8 @@ class TritonPythonModel:
             settings = dataclasses.replace(settings, device=device)
         # load_editor warms up before it returns, so Triton reports ready only once that is done.
         self.adapter = RequestAdapter(load_editor(args["model_name"], settings), pb_utils)
+        # start_triton.sh passes SIGTERM on to this stub: a running edit stops within its step.
+        signal.signal(signal.SIGTERM, lambda _signal, _frame: self.adapter.stop())
 
     def execute(self, requests):
         for request in requests:
