@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from gateway.batch_service import BatchState
+from gateway.job_views import job_error
 from gateway.schemas import BatchAccepted, BatchJob, BatchView, ErrorBody, JobProgress
 from gateway.store.batch_models import BatchItem
 from gateway.store.job_models import Job
 
+NO_PROGRESS = JobProgress(step=0, total=0)
 EXPIRED = ErrorBody(code="job_expired", message="this edit's job expired; its result is gone")
 
 
@@ -25,23 +27,16 @@ def batch_accepted(state: BatchState) -> BatchAccepted:
 
 
 def _item(index: int, item: BatchItem, job: Job | None) -> BatchJob:
-    common = {"index": index, "job_id": item.job_id, "name": item.name, "file": item.file}
+    common = {"index": index, **item.model_dump()}
     if job is None:  # expired: it counts as failed
-        return BatchJob(**common, seed=item.seed, status="failed", progress=_NONE, error=EXPIRED)
-    error = None
-    if job.error_code:
-        error = ErrorBody(code=job.error_code, message=job.error_message or "")
+        return BatchJob(**common, status="failed", progress=NO_PROGRESS, error=EXPIRED)
     return BatchJob(
         **common,
-        seed=item.seed,
         status=job.status.value,
         progress=JobProgress(step=job.progress_step, total=job.progress_total),
-        error=error,
+        error=job_error(job),
         result=job.result_meta,
     )
-
-
-_NONE = JobProgress(step=0, total=0)
 
 
 def batch_view(state: BatchState) -> BatchView:

@@ -11,11 +11,15 @@ from gateway.schemas import ErrorBody, JobAccepted, JobProgress, JobView, Proces
 from gateway.store.job_models import Job
 
 
+def job_error(job: Job) -> ErrorBody | None:
+    """Why the job did not complete, if it did not."""
+    if not job.error_code:
+        return None
+    return ErrorBody(code=job.error_code, message=job.error_message or "")
+
+
 def job_view(state: JobState) -> JobView:
     job = state.job
-    error = None
-    if job.error_code:
-        error = ErrorBody(code=job.error_code, message=job.error_message or "")
     return JobView(
         job_id=job.id,
         status=job.status.value,
@@ -27,7 +31,7 @@ def job_view(state: JobState) -> JobView:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        error=error,
+        error=job_error(job),
         result=job.result_meta,
     )
 
