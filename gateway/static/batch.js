@@ -3,11 +3,10 @@
 // as it is done. It stands in the stage and the history where a single edit would.
 
 import { ApiError } from "./api.js";
+import { ACTIVE, downloadName, stepPercent } from "./job.js";
 
-const ACTIVE = new Set(["submitting", "pending", "processing"]);
 const ENDED = new Set(["completed", "failed", "cancelled"]);
 const RANK = { submitting: 0, pending: 1, processing: 2 };
-const EXTENSIONS = { png: "png", webp: "webp", jpeg: "jpg" };
 let counter = 0;
 
 /** One picture of a batch: its input, its job and what became of it. */
@@ -31,8 +30,7 @@ export class BatchItem {
   }
 
   get percent() {
-    if (this.status === "completed") return 100;
-    return this.total ? Math.round((100 * this.step) / this.total) : 0;
+    return stepPercent(this);
   }
 
   /** Its share of the whole batch, 0 to 1: an item that ended counts in full. */
@@ -43,9 +41,7 @@ export class BatchItem {
 
   /** The name its result downloads under: the zip's entry name once the gateway said it. */
   get downloadName() {
-    if (this.file) return this.file;
-    const stem = this.input.name.replace(/\.[^.]*$/, "") || "image";
-    return `${stem}-edited.${EXTENSIONS[this.meta?.format] ?? "png"}`;
+    return this.file ?? downloadName(this);
   }
 
   /** Moves on to `status`; never back, and never out of an end it reached. */

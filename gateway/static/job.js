@@ -4,8 +4,21 @@
 import { ApiError } from "./api.js";
 
 const QUEUE_POLL_MS = 2000;
-const ACTIVE = new Set(["submitting", "pending", "processing"]);
+export const ACTIVE = new Set(["submitting", "pending", "processing"]);
+const EXTENSIONS = { png: "png", webp: "webp", jpeg: "jpg" };
 let counter = 0;
+
+/** An edit's progress in per cent: its steps so far, 100 once it completed. */
+export function stepPercent({ status, step, total }) {
+  if (status === "completed") return 100;
+  return total ? Math.round((100 * step) / total) : 0;
+}
+
+/** The name an edit's result downloads under: its input's stem, "-edited", its format. */
+export function downloadName({ input, meta }) {
+  const stem = input.name.replace(/\.[^.]*$/, "") || "image";
+  return `${stem}-edited.${EXTENSIONS[meta?.format] ?? "png"}`;
+}
 
 /** The options the API takes, with the empty ones left out (the model's defaults apply). */
 export function editOptions({ preset, steps, trueCfgScale, seed, outputFormat }) {
@@ -47,8 +60,7 @@ export class EditJob {
   }
 
   get percent() {
-    if (this.status === "completed") return 100;
-    return this.total ? Math.round((100 * this.step) / this.total) : 0;
+    return stepPercent(this);
   }
 
   /** What it edits, in a word (the history lists it). */

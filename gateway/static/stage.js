@@ -4,8 +4,8 @@
 
 import { BatchView } from "./batch-view.js";
 import { formatSeconds, show } from "./dom.js";
+import { downloadName } from "./job.js";
 
-const EXTENSIONS = { png: "png", webp: "webp", jpeg: "jpg" };
 
 function statusText(job) {
   switch (job.status) {
@@ -90,11 +90,6 @@ function metaText(job) {
   if (meta.random_weights) parts.push("random weights: the pixels mean nothing");
   parts.push(`job ${job.id}`);
   return parts.join(" · ");
-}
-
-export function downloadName(job) {
-  const stem = job.input.name.replace(/\.[^.]*$/, "") || "image";
-  return `${stem}-edited.${EXTENSIONS[job.meta?.format] ?? "png"}`;
 }
 
 export class Stage {
