@@ -206,6 +206,22 @@ def test_healthchecks_ask_the_right_endpoints(compose: Compose) -> None:
     assert "redis-cli ping" in probe("redis")
 
 
+def seconds(duration: str) -> int:
+    """A compose duration such as "90s", "5m" or "1h30m", in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, f"not a duration: {duration!r}"
+    hours, minutes, secs = (int(part or 0) for part in parts.groups())
+    return hours * 3600 + minutes * 60 + secs
+
+
+def test_the_gateway_waits_as_long_as_the_slowest_triton_to_turn_healthy(compose: Compose) -> None:
+    # /health is 503 until the models are ready; a shorter grace marks the gateway unhealthy
+    # while Triton is still loading, and `compose up --wait` gives up on the stack.
+    grace = seconds(service(compose, "qwen-image-edit")["healthcheck"]["start_period"])
+    for name in TRITONS:
+        assert grace >= seconds(service(compose, name)["healthcheck"]["start_period"]), name
+
+
 def test_every_service_has_memory_and_cpu_limits(compose: Compose) -> None:
     for name, svc in compose["services"].items():
         limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
