@@ -216,10 +216,10 @@ def micro_costs(upload: bytes, result: bytes, repeat: int) -> dict[str, Any]:
     import numpy as np
     from pydantic import TypeAdapter
 
-    from gateway.schemas import ProcessResponse
+    from gateway.http.schemas import ProcessResponse
     from gateway.settings import Settings
     from gateway.store.job_models import EditRequest
-    from gateway.triton_client import build_inputs
+    from gateway.triton.client import build_inputs
     from qie_engine.image_codec import ImageLimits, check_image, decode_image, inspect_image
 
     limits = ImageLimits(

@@ -10,22 +10,22 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from gateway.batch_service import BatchService
-from gateway.batch_validation import BatchReader
-from gateway.callback_targets import CallbackPolicy
+from gateway.batches.service import BatchService
 from gateway.errors import install_error_handlers
-from gateway.job_service import JobService
+from gateway.http.batch_forms import BatchReader
+from gateway.http.forms import SubmissionReader
+from gateway.http.middleware import BodySizeLimit, RequestObserver
+from gateway.http.openapi import build_openapi
+from gateway.http.routes import ROUTERS
+from gateway.http.security import Authenticator, RateLimiter
+from gateway.jobs.service import JobService
 from gateway.metrics import Metrics
-from gateway.middleware import BodySizeLimit, RequestObserver
-from gateway.model_registry import ModelRegistry
-from gateway.openapi_contract import build_openapi
-from gateway.routes import ROUTERS
-from gateway.security import Authenticator, RateLimiter
 from gateway.settings import Settings
 from gateway.store import open_backend
-from gateway.triton_client import TritonPool
-from gateway.validation import SubmissionReader
-from gateway.webhooks import WebhookSender
+from gateway.triton.client import TritonPool
+from gateway.triton.registry import ModelRegistry
+from gateway.webhooks.sender import WebhookSender
+from gateway.webhooks.targets import CallbackPolicy
 
 log = logging.getLogger("gateway")
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.playground import ASSETS, STATIC_DIR
+from gateway.http.playground import ASSETS, STATIC_DIR
 from gateway.settings import Settings
 
 IMPORT = re.compile(r"""^import .* from "\./([\w-]+\.js)";$""", re.MULTILINE)

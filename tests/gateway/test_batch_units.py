@@ -15,30 +15,30 @@ from typing import Any
 
 import pytest
 
-from gateway import batch_validation
-from gateway.batch_archive import ZIP_EPOCH, ArchiveEntry, build_zip, clean_name, entry_names
-from gateway.batch_progress import BatchTally, tally
-from gateway.batch_service import (
+from gateway.batches.archive import ZIP_EPOCH, ArchiveEntry, build_zip, clean_name, entry_names
+from gateway.batches.progress import BatchTally, tally
+from gateway.batches.service import (
     BatchEvent,
     BatchService,
     BatchSubmission,
     encode_cursor,
     parse_cursor,
 )
-from gateway.batch_validation import variation_count, variation_seeds
-from gateway.callback_targets import CallbackPolicy
 from gateway.errors import ApiError
-from gateway.job_service import EXPIRED, JobService, Refusal, Submission
+from gateway.http import batch_forms
+from gateway.http.batch_forms import variation_count, variation_seeds
+from gateway.jobs.service import EXPIRED, JobService, Refusal, Submission
 from gateway.metrics import Metrics
-from gateway.model_registry import ModelRegistry
 from gateway.settings import Settings
 from gateway.store import Backend, open_backend
 from gateway.store.batch_models import Batch, idempotent_batch_id
 from gateway.store.job_models import EditRequest, Job, JobStatus, NewEvent, new_job_id
 from gateway.store.job_store import JobStore
 from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
-from gateway.triton_client import TritonPool
-from gateway.webhooks import WebhookSender
+from gateway.triton.client import TritonPool
+from gateway.triton.registry import ModelRegistry
+from gateway.webhooks.sender import WebhookSender
+from gateway.webhooks.targets import CallbackPolicy
 from qie_engine.contract import MAX_SEED
 from scripts.stack import free_port
 from tests.gateway.test_job_store import IMAGE_BYTES, Clock, async_test
@@ -388,7 +388,7 @@ def test_variation_seeds_start_at_random_within_the_seed_range(
         asked.append(bound)
         return bound - 1
 
-    monkeypatch.setattr(batch_validation.secrets, "randbelow", top_seed)
+    monkeypatch.setattr(batch_forms.secrets, "randbelow", top_seed)
 
     assert variation_seeds(None, 3) == [MAX_SEED, 0, 1]
     assert asked == [2**32]

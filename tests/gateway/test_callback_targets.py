@@ -11,10 +11,10 @@ import time
 import httpx
 import pytest
 
-from gateway.callback_targets import CallbackPolicy, CallbackRefused, resolve
 from gateway.errors import ApiError
 from gateway.store.job_models import Job, JobStatus
-from gateway.webhooks import WebhookSender
+from gateway.webhooks.sender import WebhookSender
+from gateway.webhooks.targets import CallbackPolicy, CallbackRefused, resolve
 
 PUBLIC = "93.184.216.34"
 

@@ -7,13 +7,13 @@ import pytest
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from gateway.callback_targets import CallbackPolicy
 from gateway.errors import ApiError
-from gateway.schemas import RequestOptions
-from gateway.security import owner_id, presented_key
+from gateway.http.schemas import RequestOptions
+from gateway.http.security import owner_id, presented_key
 from gateway.settings import Settings
-from gateway.triton_client import classify_error
-from gateway.webhooks import sign
+from gateway.triton.client import classify_error
+from gateway.webhooks.sender import sign
+from gateway.webhooks.targets import CallbackPolicy
 from qie_engine.contract import Preset
 
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.callback_targets import CallbackPolicy
-from gateway.job_lifecycle import JobLifecycle
-from gateway.job_runner import JobRunner
+from gateway.jobs.lifecycle import JobLifecycle
+from gateway.jobs.runner import JobRunner
 from gateway.metrics import Metrics
 from gateway.store import Backend
 from gateway.store.job_models import EditRequest, Job, JobStatus, NewEvent, new_job_id
 from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
-from gateway.triton_client import TritonPool
-from gateway.webhooks import WebhookSender
+from gateway.triton.client import TritonPool
+from gateway.webhooks.sender import WebhookSender
+from gateway.webhooks.targets import CallbackPolicy
 from scripts.stack import free_port
 from tests.gateway.test_job_store import async_test
 

@@ -17,12 +17,12 @@ import pytest
 from fastapi import UploadFile
 from PIL import Image
 
-from gateway.callback_targets import CallbackPolicy
 from gateway.errors import ApiError
-from gateway.job_service import Submission
-from gateway.model_registry import ModelInfo
+from gateway.http.forms import Caller, ProcessForm, SubmissionReader
+from gateway.jobs.service import Submission
 from gateway.settings import Settings
-from gateway.validation import Caller, ProcessForm, SubmissionReader
+from gateway.triton.registry import ModelInfo
+from gateway.webhooks.targets import CallbackPolicy
 from tests import images
 
 SMALL_PIXELS = 64 * 48

@@ -6,8 +6,8 @@ import base64
 import json
 import time
 
-from gateway.job_service import JobState, Outcome
-from gateway.schemas import ErrorBody, JobAccepted, JobProgress, JobView, ProcessResponse
+from gateway.http.schemas import ErrorBody, JobAccepted, JobProgress, JobView, ProcessResponse
+from gateway.jobs.service import JobState, Outcome
 from gateway.store.job_models import Job
 
 

@@ -16,11 +16,11 @@ import secrets
 from fastapi import UploadFile
 from pydantic import Field
 
-from gateway.batch_archive import clean_name, entry_names
-from gateway.batch_service import BatchSubmission
+from gateway.batches.archive import clean_name, entry_names
+from gateway.batches.service import BatchSubmission
 from gateway.errors import ApiError
-from gateway.job_service import Refusal, Submission
-from gateway.validation import Caller, EditForm, EditParts, SubmissionReader, as_number
+from gateway.http.forms import Caller, EditForm, EditParts, SubmissionReader, as_number
+from gateway.jobs.service import Refusal, Submission
 from qie_engine.contract import MAX_SEED, EditOptions
 
 MIN_BATCH_IMAGES = 2

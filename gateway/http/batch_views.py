@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.batch_service import BatchState
-from gateway.job_views import job_error
-from gateway.schemas import BatchAccepted, BatchJob, BatchView, ErrorBody, JobProgress
+from gateway.batches.service import BatchState
+from gateway.http.job_views import job_error
+from gateway.http.schemas import BatchAccepted, BatchJob, BatchView, ErrorBody, JobProgress
 from gateway.store.batch_models import BatchItem
 from gateway.store.job_models import Job
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway import playground
-from gateway.routes import batches, jobs, process, service_info
+from gateway.http import playground
+from gateway.http.routes import batches, jobs, process, service_info
 
 # The app includes these in this order; a new router module adds itself here.
 ROUTERS: list[APIRouter] = [

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from gateway.deps import JobServiceDep, OwnerDep
-from gateway.job_service import StreamError
-from gateway.job_views import job_view, process_response, result_headers
-from gateway.schemas import JobView, error_responses
+from gateway.http.deps import JobServiceDep, OwnerDep
+from gateway.http.job_views import job_view, process_response, result_headers
+from gateway.http.schemas import JobView, error_responses
+from gateway.jobs.service import StreamError
 from gateway.store.job_models import JobEvent
 
 router = APIRouter(prefix="/jobs/{job_id}")

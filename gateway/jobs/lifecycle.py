@@ -15,8 +15,8 @@ from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store.job_models import TERMINAL_STATUSES, Job, JobStatus, NewEvent
 from gateway.store.job_store import JobStore
-from gateway.triton_client import FinalResult
-from gateway.webhooks import WebhookSender
+from gateway.triton.client import FinalResult
+from gateway.webhooks.sender import WebhookSender
 from qie_engine.contract import ProgressEvent
 
 log = logging.getLogger(__name__)

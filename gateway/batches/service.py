@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.batch_archive import ArchiveEntry, build_zip
-from gateway.batch_progress import BatchTally, tally
+from gateway.batches.archive import ArchiveEntry, build_zip
+from gateway.batches.progress import BatchTally, tally
 from gateway.errors import ApiError, StoreUnavailable
-from gateway.job_service import JobService, Refusal, StreamError, Submission
+from gateway.jobs.service import JobService, Refusal, StreamError, Submission
 from gateway.store.batch_models import Batch, BatchItem, BatchKind, idempotent_batch_id
 from gateway.store.job_models import Job, JobStatus, new_job_id
 from gateway.store.job_store import BatchStore

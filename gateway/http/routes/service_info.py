@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.deps import JobServiceDep, MetricsDep, OwnerDep, RegistryDep, SettingsDep
-from gateway.schemas import TENSOR_CONTRACT, HealthView, ModelsView, error_responses
+from gateway.http.deps import JobServiceDep, MetricsDep, OwnerDep, RegistryDep, SettingsDep
+from gateway.http.schemas import TENSOR_CONTRACT, HealthView, ModelsView, error_responses
 
 router = APIRouter()
 

@@ -17,10 +17,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from gateway.batch_validation import MIN_BATCH_IMAGES
-from gateway.schemas import RequestOptions
+from gateway.http.batch_forms import MIN_BATCH_IMAGES
+from gateway.http.forms import PLAIN_FIELDS
+from gateway.http.schemas import RequestOptions
 from gateway.settings import Settings
-from gateway.validation import PLAIN_FIELDS
 from qie_engine.image_codec import ALLOWED_FORMATS, MIME_TYPES
 
 IMAGE_TYPES = [MIME_TYPES[f] for f in ALLOWED_FORMATS]

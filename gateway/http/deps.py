@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from gateway.batch_service import BatchService
-from gateway.batch_validation import BatchReader
-from gateway.job_service import JobService
+from gateway.batches.service import BatchService
+from gateway.http.batch_forms import BatchReader
+from gateway.http.forms import Caller, SubmissionReader
+from gateway.http.security import RateLimiter
+from gateway.jobs.service import JobService
 from gateway.metrics import Metrics
-from gateway.model_registry import ModelRegistry
-from gateway.security import RateLimiter
 from gateway.settings import Settings
-from gateway.validation import Caller, SubmissionReader
+from gateway.triton.registry import ModelRegistry
 
 
 def _state(request: Request) -> Any:

@@ -23,8 +23,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from gateway.callback_targets import CallbackPolicy, CallbackRefused
 from gateway.store.job_models import Job, JobStatus
+from gateway.webhooks.targets import CallbackPolicy, CallbackRefused
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-QIE-Signature"

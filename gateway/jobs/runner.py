@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import StoreUnavailable
-from gateway.job_lifecycle import JobLifecycle, persist
+from gateway.jobs.lifecycle import JobLifecycle, persist
 from gateway.store import Backend
 from gateway.store.job_models import EditRequest, Job, JobStatus
 from gateway.store.job_store import MAX_ATTEMPTS, Ticket
-from gateway.triton_client import FinalResult, TritonCallError, TritonPool
+from gateway.triton.client import FinalResult, TritonCallError, TritonPool
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.deps import CallerDep, JobServiceDep, ReaderDep
-from gateway.job_service import outcome_error
-from gateway.job_views import accepted, process_response, result_headers
-from gateway.schemas import JobAccepted, ProcessResponse, error_responses
-from gateway.validation import ProcessForm
+from gateway.http.deps import CallerDep, JobServiceDep, ReaderDep
+from gateway.http.forms import ProcessForm
+from gateway.http.job_views import accepted, process_response, result_headers
+from gateway.http.schemas import JobAccepted, ProcessResponse, error_responses
+from gateway.jobs.service import outcome_error
 
 router = APIRouter()
 ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 499, 502, 503, 504)

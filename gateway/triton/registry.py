@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Any
 
 from gateway.metrics import Metrics
-from gateway.triton_client import TritonCallError, TritonPool
+from gateway.triton.client import TritonCallError, TritonPool
 from qie_engine.image_codec import ALLOWED_FORMATS, MIME_TYPES
 
 log = logging.getLogger(__name__)

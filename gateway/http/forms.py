@@ -18,13 +18,13 @@ from typing import Any
 from fastapi import UploadFile
 from pydantic import BaseModel, Field, ValidationError
 
-from gateway.callback_targets import CallbackPolicy
 from gateway.errors import ApiError
-from gateway.job_service import Submission
-from gateway.model_registry import ModelInfo
-from gateway.schemas import RequestOptions
+from gateway.http.schemas import RequestOptions
+from gateway.jobs.service import Submission
 from gateway.settings import Settings
 from gateway.store.job_models import EditRequest
+from gateway.triton.registry import ModelInfo
+from gateway.webhooks.targets import CallbackPolicy
 from qie_engine.contract import EditOptions, describe_validation_error
 from qie_engine.edit_request import check_image_count, check_prompt
 from qie_engine.errors import InvalidInput

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Form, Header
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from gateway.batch_validation import BatchForm
-from gateway.batch_views import batch_accepted, batch_view
-from gateway.deps import BatchReaderDep, BatchServiceDep, CallerDep, OwnerDep, RateLimiterDep
-from gateway.routes.jobs import SSE_PING_S
-from gateway.schemas import BatchAccepted, BatchView, error_responses
+from gateway.http.batch_forms import BatchForm
+from gateway.http.batch_views import batch_accepted, batch_view
+from gateway.http.deps import BatchReaderDep, BatchServiceDep, CallerDep, OwnerDep, RateLimiterDep
+from gateway.http.routes.jobs import SSE_PING_S
+from gateway.http.schemas import BatchAccepted, BatchView, error_responses
 
 router = APIRouter(prefix="/batches")
 ERRORS = error_responses(401, 404, 409, 410, 429, 503)

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import ApiError, StoreUnavailable
-from gateway.job_lifecycle import JobLifecycle, persist
-from gateway.job_runner import JobRunner
-from gateway.model_registry import ModelRegistry
+from gateway.jobs.lifecycle import JobLifecycle, persist
+from gateway.jobs.runner import JobRunner
 from gateway.settings import Settings
 from gateway.store import Backend
 from gateway.store.job_models import (
@@ -34,8 +33,9 @@ from gateway.store.job_models import (
     new_job_id,
 )
 from gateway.store.job_store import JobGone, QueueStats
-from gateway.triton_client import TritonPool
-from gateway.webhooks import WebhookSender
+from gateway.triton.client import TritonPool
+from gateway.triton.registry import ModelRegistry
+from gateway.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
