@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy qie_engine gateway qie_client scripts benchmarks
+	$(VENV)/bin/mypy qie_engine gateway qie_client dev_stack scripts benchmarks
 
 unit: $(STAMP) $(DEV_MODEL)
 	$(PY) -m pytest -m "not integration and not containers"
@@ -83,7 +83,7 @@ system-packages: $(STAMP)
 # The packages, and the Docker engine started when its socket doesn't answer (there is no
 # systemd to start it); it keeps running for `docker compose` until the machine stops.
 system-deps: system-packages
-	$(PY) scripts/docker_engine.py start
+	$(PY) -m dev_stack.docker_engine start
 
 clean:
 	rm -rf .triton models .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.containers --fresh   # first removes EVERY image and build cache
     .venv/bin/python -m benchmarks.containers           # cached: images and layers stay
 
-It starts the stack the container suite starts (tests/containers/running_stack.py: the `cpu`
+It starts the stack the container suite starts (dev_stack/containers.py: the `cpu`
 profile plus Prometheus, on the stand-in bases, loopback ports) and times three phases: the
 stand-in bases (debootstrap and four small images), the build of both project images, and `up`
 until every health check passes, which for the gateway means READY. Then it reads the image
@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import DEFAULT_OUT_DIR, environment, save_json, say, table
-from scripts import base_images, docker_engine
-from scripts.compose_stack import docker
-from tests.containers.running_stack import start_stack
+from benchmarks.results import DEFAULT_OUT_DIR, environment, save_json, table
+from dev_stack import base_images, docker_engine
+from dev_stack.compose import docker
+from dev_stack.console import Voice
+from dev_stack.containers import start_stack
 
 NAME = "containers"
+say = Voice(NAME)
 PROJECT_IMAGES = ("qwen-image-edit-triton:latest", "qwen-image-edit-gateway:latest")
 
 
@@ -49,7 +51,7 @@ def image_sizes() -> dict[str, float]:
 
 def measure(fresh: bool) -> dict[str, Any]:
     if fresh:
-        say(NAME, "removing every image, container, volume and the build cache")
+        say("removing every image, container, volume and the build cache")
         wipe_engine()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="qie-bench-") as tmp:

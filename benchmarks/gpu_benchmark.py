@@ -58,13 +58,15 @@ from typing import Any
 import torch
 
 from benchmarks import inputs
-from benchmarks.results import environment, save_json, say, table
+from benchmarks.results import environment, save_json, table
+from dev_stack.console import Voice
 from qie_engine.contract import EditOptions, Preset
 from qie_engine.edit_request import EditRequest
 from qie_engine.presets import FAST, PRESETS, QUALITY, PresetSpec
 from qie_engine.qwen_editor import QwenEditor, capped_condition_area
 
 NAME = "gpu_benchmark"
+say = Voice(NAME)
 PARTS = ("plan", "stock", "presets", "batch", "fp8")  # fp8 last: it cannot be undone
 SUITE = ("stock", "presets", "fp8")
 PROMPTS = [
@@ -243,7 +245,7 @@ class Bench:
         self.lora_dir = self._write_lora()
         self.editor: QwenEditor | None = None
         kind = "given" if pipe is not None else "tiny" if opts.tiny else "full-size"
-        say(NAME, f"{kind} pipeline ready in {self.build_s}s, weights {self.weights_gib} GiB")
+        say(f"{kind} pipeline ready in {self.build_s}s, weights {self.weights_gib} GiB")
 
     def _write_lora(self) -> Path:
         from benchmarks.full_size_model import LORA_RANK, write_random_lora
@@ -390,7 +392,7 @@ class Bench:
 
 def guarded(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """One measurement; an error (a kernel this GPU lacks, out of memory) is a row saying so."""
-    say(NAME, label)
+    say(label)
     try:
         return fn()
     except Exception as exc:
@@ -405,7 +407,7 @@ def guarded(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 def part_stock(bench: Bench) -> dict[str, Any]:
     """Stock diffusers before the engine touched the pipeline: run this part first."""
     o = bench.opts
-    say(NAME, "stock: warm-up")
+    say("stock: warm-up")
     bench.stock_call(2, QUALITY.true_cfg_scale)
     rows: dict[str, Any] = {}
     for label, spec in (("quality settings", QUALITY), ("8 steps, no CFG", FAST)):
@@ -569,7 +571,7 @@ def part_plan(opts: Options) -> dict[str, Any]:
     """No GPU: full-size parameter counts on the meta device, token counts, the builder shrunk."""
     from benchmarks.full_size_model import EXPECTED_PARAMS_B, build_full_pipeline, parameter_counts
 
-    say(NAME, "plan: full size on the meta device")
+    say("plan: full size on the meta device")
     meta = build_full_pipeline(opts.variant, device="meta")
     counts = parameter_counts(meta)
     checks = {
@@ -581,7 +583,7 @@ def part_plan(opts: Options) -> dict[str, Any]:
         for name, expected in EXPECTED_PARAMS_B.items()
     }
     weights_gib = round(sum(counts.values()) * 2 / 2**30, 2)
-    say(NAME, "plan: the same builder, shrunk, through the engine on the CPU")
+    say("plan: the same builder, shrunk, through the engine on the CPU")
     shrunk = build_full_pipeline(opts.variant, device="cpu", dtype=torch.float32, shrink=True)
     small = Options(**{**vars(opts), "size": 256, "tiny": True})
     bench = Bench(small, Device(tiny=True), pipe=shrunk)

@@ -30,12 +30,16 @@ from typing import Any
 import httpx
 
 from benchmarks import BENCH_GATEWAY_ENV, BENCH_KEY, inputs
-from benchmarks.results import environment, save_json, say, summarize, table
+from benchmarks.results import environment, save_json, summarize, table
+from dev_stack.console import Voice
+from dev_stack.gateways import gateway
+from dev_stack.processes import stop_on_sigterm
+from dev_stack.triton import DEFAULT_MODELS as MODELS
+from dev_stack.triton import TritonEndpoints, triton
 from qie_client.client import QieClient, QieError
-from scripts.stack import DEFAULT_MODELS as MODELS
-from scripts.stack import TritonEndpoints, gateway, stop_on_sigterm, triton
 
 NAME = "load_test"
+say = Voice(NAME)
 TARGETS = {"clients": 10, "success_rate": 0.95, "max_latency_s": 30.0, "mean_latency_s": 15.0}
 
 
@@ -311,13 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             external = TritonEndpoints.given(args.triton_url)
             endpoints = stack.enter_context(triton(models, external=external))
-            say(NAME, f"Triton ready at {endpoints.grpc_url}")
+            say(f"Triton ready at {endpoints.grpc_url}")
             url, key = (
                 stack.enter_context(gateway([endpoints.grpc_url], models, **BENCH_GATEWAY_ENV)).url,
                 BENCH_KEY,
             )
         say(
-            NAME,
             f"gateway {url}: {args.clients} clients x {args.requests} edits, {models}, {modes}",
         )
         plan = Plan(

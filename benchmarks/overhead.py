@@ -39,20 +39,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmarks import BENCH_GATEWAY_ENV, BENCH_KEY, inputs
-from benchmarks.results import DEFAULT_OUT_DIR, environment, save_json, say, summarize, table
-from scripts.stack import (
-    DEV_MODEL,
-    GatewayThread,
-    TritonEndpoints,
-    free_port,
-    gateway,
-    gateway_env,
-    stop_on_sigterm,
-    triton,
-)
-from scripts.triton_stream import EditStream, edit_inputs
+from benchmarks.results import DEFAULT_OUT_DIR, environment, save_json, summarize, table
+from dev_stack.console import Voice
+from dev_stack.gateways import GatewayThread, gateway, gateway_env
+from dev_stack.processes import free_port, stop_on_sigterm
+from dev_stack.triton import DEV_MODEL, TritonEndpoints, triton
+from dev_stack.triton_stream import EditStream, edit_inputs
 
 NAME = "overhead"
+say = Voice(NAME)
 MODEL = "qwen_image_edit"
 WAYS = ("inprocess", "triton", "gateway")
 GOAL_MS = 10.0
@@ -165,7 +160,7 @@ def measure(ways: Ways, edit: EditInput, warmup: int, repetitions: int) -> dict[
                 s.job_s.append(job)
             s.result_bytes = size
         if (rep + 1) % 10 == 0:
-            say(NAME, f"{rep + 1}/{repetitions} repetitions")
+            say(f"{rep + 1}/{repetitions} repetitions")
     return samples
 
 
@@ -218,7 +213,7 @@ def micro_costs(upload: bytes, result: bytes, repeat: int) -> dict[str, Any]:
 
     from gateway.http.schemas import ProcessResponse
     from gateway.settings import Settings
-    from gateway.store.job_models import EditRequest
+    from gateway.store.job_models import EditInputs
     from gateway.triton.client import build_inputs
     from qie_engine.image_codec import ImageLimits, check_image, decode_image, inspect_image
 
@@ -253,7 +248,7 @@ def micro_costs(upload: bytes, result: bytes, repeat: int) -> dict[str, Any]:
         return adapter.dump_json(adapter.validate_python(response))
 
     wire = fastapi_serialize()
-    call = EditRequest(MODEL, [upload], "a prompt", None, '{"steps": 2}', "bench")
+    call = EditInputs(MODEL, [upload], "a prompt", None, '{"steps": 2}', "bench")
 
     def multipart_body() -> bytes:  # what QieClient.edit builds before sending
         return httpx.Request(
@@ -393,7 +388,7 @@ def _profile(
     )
     session = profiler.last_session
     root = session.root_frame() if session is not None else None
-    say(NAME, f"profile saved: {html_path}")
+    say(f"profile saved: {html_path}")
     return {
         "requests": requests,
         "wall_s": round(wall, 3),
@@ -506,10 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         gw = stack.enter_context(gateway([endpoints.grpc_url], [MODEL], **BENCH_GATEWAY_ENV))
-        say(NAME, f"Triton {endpoints.grpc_url}, gateway {gw.url}; loading the in-process engine")
+        say(f"Triton {endpoints.grpc_url}, gateway {gw.url}; loading the in-process engine")
         ways = Ways(endpoints.grpc_url, gw.url, settings)
         stack.callback(ways.close)
-        say(NAME, f"{args.warmup} warm-up + {args.repetitions} measured edits per way")
+        say(f"{args.warmup} warm-up + {args.repetitions} measured edits per way")
         edit = EditInput(image, prompt, options)
         samples = measure(ways, edit, args.warmup, args.repetitions)
         summaries = {way: samples[way].summary() for way in WAYS}

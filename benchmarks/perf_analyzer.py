@@ -43,11 +43,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import inputs
-from benchmarks.results import DEFAULT_OUT_DIR, ROOT, environment, save_json, say, summarize, table
-from scripts.stack import DEFAULT_MODELS as MODELS
-from scripts.stack import TritonEndpoints, stop_on_sigterm, triton
+from benchmarks.results import DEFAULT_OUT_DIR, ROOT, environment, save_json, summarize, table
+from dev_stack.console import Voice
+from dev_stack.processes import stop_on_sigterm
+from dev_stack.triton import DEFAULT_MODELS as MODELS
+from dev_stack.triton import TritonEndpoints, triton
+from qie_engine.contract import INPUT_IMAGES, INPUT_OPTIONS, INPUT_PROMPT
 
 NAME = "perf_analyzer"
+say = Voice(NAME)
 PA_VERSION = "2.60.0"
 CACHE_DIR = ROOT / ".bench" / "perf_analyzer"
 GLIBC_NEEDED = (2, 38)
@@ -198,9 +202,9 @@ def input_data(image: bytes, prompt: str, options: dict[str, Any]) -> dict[str, 
         "data": [
             {
                 # IMAGES is dims [-1], so its shape is given with the content.
-                "IMAGES": {"content": {"b64": triton_bytes_element(image)}, "shape": [1]},
-                "PROMPT": [prompt],
-                "OPTIONS": [json.dumps(options)],
+                INPUT_IMAGES: {"content": {"b64": triton_bytes_element(image)}, "shape": [1]},
+                INPUT_PROMPT: [prompt],
+                INPUT_OPTIONS: [json.dumps(options)],
             }
         ]
     }
@@ -341,7 +345,9 @@ def latency_from_export(
 
 
 @dataclass
-class Settings:
+class SweepPlan:
+    """How one perf_analyzer sweep runs: its limits, windows and what it keeps."""
+
     out_dir: Path
     max_concurrency: int
     request_count: dict[str, int]  # minimum requests per measurement window, per model
@@ -352,15 +358,15 @@ class Settings:
     gpu_metrics: bool
 
 
-def keep(export_file: Path, settings: Settings) -> None:
+def keep(export_file: Path, plan: SweepPlan) -> None:
     """Move a profile export next to the JSON (--keep-export), or delete it: they grow large."""
     if not export_file.is_file():
         return
-    if settings.keep_export:
-        settings.out_dir.mkdir(parents=True, exist_ok=True)
-        target = settings.out_dir / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}-{export_file.name}"
+    if plan.keep_export:
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        target = plan.out_dir / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}-{export_file.name}"
         shutil.move(export_file, target)
-        say(NAME, f"kept {target}")
+        say(f"kept {target}")
     else:
         export_file.unlink()
 
@@ -405,7 +411,7 @@ def pa_command(
 
 
 def run_pa(cmd: list[str], log: Path, timeout: float) -> int:
-    say(NAME, " ".join(cmd[cmd.index("-m") :]))
+    say(" ".join(cmd[cmd.index("-m") :]))
     with log.open("a") as handle:
         handle.write("$ " + " ".join(cmd) + "\n")
         handle.flush()
@@ -419,25 +425,25 @@ def run_pa(cmd: list[str], log: Path, timeout: float) -> int:
     return done.returncode
 
 
-def bench_model(target: PaTarget, work: Path, settings: Settings) -> dict[str, Any]:
+def bench_model(target: PaTarget, work: Path, plan: SweepPlan) -> dict[str, Any]:
     model = target.model
     log = work / f"{model}.log"
     levels: dict[int, Level] = {}
-    wanted = list(range(1, settings.max_concurrency + 1))
+    wanted = list(range(1, plan.max_concurrency + 1))
     # The sweep the brief asks for: one run, --concurrency-range 1:N, stabilized count windows.
     csv_file, export_file = work / f"{model}.csv", work / f"{model}-export.json"
     stabilized = [
         "--measurement-mode",
         "count_windows",
         "--measurement-request-count",
-        str(settings.request_count[model]),
+        str(plan.request_count[model]),
         "--stability-percentage",
-        str(settings.stability),
+        str(plan.stability),
         "--max-trials",
-        str(settings.max_trials),
+        str(plan.max_trials),
     ]
     code = run_pa(
-        pa_command(target, csv_file, export_file, f"1:{settings.max_concurrency}", stabilized),
+        pa_command(target, csv_file, export_file, f"1:{plan.max_concurrency}", stabilized),
         log,
         timeout=1800,
     )
@@ -448,14 +454,14 @@ def bench_model(target: PaTarget, work: Path, settings: Settings) -> dict[str, A
         levels[concurrency].final_latency_ms = final
         levels[concurrency].first_latency_ms_export = first
         levels[concurrency].responses_per_request = per_request
-    keep(export_file, settings)
+    keep(export_file, plan)
     # A level that never stabilized (a slow model on a busy machine) is measured once more with a
     # fixed request count: no stability check, so always an answer, marked as such.
     for concurrency in (c for c in wanted if c not in levels):
-        say(NAME, f"{model} concurrency {concurrency} did not stabilize; fixed-count run")
+        say(f"{model} concurrency {concurrency} did not stabilize; fixed-count run")
         csv_file = work / f"{model}-c{concurrency}.csv"
         export_file = work / f"{model}-c{concurrency}-export.json"
-        fixed = ["--request-count", str(max(settings.fallback_count, concurrency * 2))]
+        fixed = ["--request-count", str(max(plan.fallback_count, concurrency * 2))]
         run_pa(
             pa_command(target, csv_file, export_file, str(concurrency), fixed),
             log,
@@ -471,7 +477,7 @@ def bench_model(target: PaTarget, work: Path, settings: Settings) -> dict[str, A
             )
             level.final_latency_ms, level.first_latency_ms_export = final, first
             level.responses_per_request = per_request
-            keep(export_file, settings)
+            keep(export_file, plan)
         levels[concurrency] = level
     missing = [c for c in wanted if c not in levels]
     return {
@@ -571,15 +577,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         prefix = prepare(args.cache_dir)
     except (PrepareError, OSError, subprocess.SubprocessError) as exc:
-        say(NAME, f"perf_analyzer is not available: {exc}")
+        say(f"perf_analyzer is not available: {exc}")
         return 3
-    say(NAME, f"perf_analyzer: {' '.join(prefix)}")
+    say(f"perf_analyzer: {' '.join(prefix)}")
     if args.prepare_only:
         return 0
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     qwen_options = json.loads(args.qwen_options)
-    settings = Settings(
+    plan = SweepPlan(
         out_dir=args.out_dir or DEFAULT_OUT_DIR,
         max_concurrency=1 if args.smoke else args.max_concurrency,
         request_count={
@@ -594,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         or (args.gpu_metrics == "auto" and shutil.which("nvidia-smi") is not None),
     )
     for model in models:
-        settings.request_count.setdefault(model, args.classic_count)
+        plan.request_count.setdefault(model, args.classic_count)
     size = 256 if args.smoke else args.size
     image = inputs.jpeg(size, size)
     started = time.perf_counter()
@@ -615,9 +621,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     endpoints.grpc_url,
                     endpoints.metrics_url,
                     data_file,
-                    settings.gpu_metrics,
+                    plan.gpu_metrics,
                 )
-                results[model] = bench_model(target, work, settings)
+                results[model] = bench_model(target, work, plan)
                 results[model]["options"] = options
     print_results(results)
     payload = {
@@ -627,11 +633,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "perf_analyzer": {"version": PA_VERSION, "command_prefix": prefix},
         "config": {
             "models": models,
-            "max_concurrency": settings.max_concurrency,
+            "max_concurrency": plan.max_concurrency,
             "input": {"format": "jpeg", "width": size, "height": size, "bytes": len(image)},
-            "request_count_per_window": settings.request_count,
-            "stability_percent": settings.stability,
-            "max_trials": settings.max_trials,
+            "request_count_per_window": plan.request_count,
+            "stability_percent": plan.stability,
+            "max_trials": plan.max_trials,
             "protocol": "grpc --streaming",
         },
         "results": results,
@@ -640,7 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_json(NAME, payload, args.out_dir)
     incomplete = [m for m, r in results.items() if not r["levels"] or r["missing_levels"]]
     if incomplete:
-        say(NAME, f"incomplete results for {incomplete}; see log_tail in the JSON")
+        say(f"incomplete results for {incomplete}; see log_tail in the JSON")
         return 1
     return 0
 

@@ -117,7 +117,3 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in text_rows]
     return "\n".join(lines)
-
-
-def say(name: str, message: str) -> None:
-    print(f"[{name}] {message}", flush=True)

@@ -28,18 +28,15 @@ from typing import Any
 import httpx
 
 from benchmarks import BENCH_GATEWAY_ENV, BENCH_KEY, inputs
-from benchmarks.results import DEFAULT_OUT_DIR, environment, save_json, say, table
-from scripts.stack import (
-    DEFAULT_MODELS,
-    GatewayProcess,
-    RedisServer,
-    free_port,
-    gateway_env,
-    stop_on_sigterm,
-    triton,
-)
+from benchmarks.results import DEFAULT_OUT_DIR, environment, save_json, table
+from dev_stack.console import Voice
+from dev_stack.gateways import GatewayProcess, gateway_env
+from dev_stack.processes import free_port, stop_on_sigterm
+from dev_stack.redis import RedisServer
+from dev_stack.triton import DEFAULT_MODELS, triton
 
 NAME = "soak"
+say = Voice(NAME)
 AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
 FINAL = ("completed", "failed", "cancelled")
 
@@ -164,9 +161,7 @@ def run(args: argparse.Namespace, redis: RedisServer, grpc_url: str) -> dict[str
         survivor, doomed = replicas[1], replicas[0]
         rss_start = rss_kib(survivor)
         redis_start = redis.info("memory")["used_memory"]
-        say(
-            NAME, f"{args.jobs} jobs, {args.clients} clients; replica-a dies after {args.jobs // 2}"
-        )
+        say(f"{args.jobs} jobs, {args.clients} clients; replica-a dies after {args.jobs // 2}")
         began = time.monotonic()
         with ThreadPoolExecutor(args.clients) as pool:
             work = [range(i, args.jobs, args.clients) for i in range(args.clients)]
@@ -176,7 +171,7 @@ def run(args: argparse.Namespace, redis: RedisServer, grpc_url: str) -> dict[str
             doomed.kill()
             clients.alive[0] = False
             killed_at = time.monotonic() - began
-            say(NAME, f"SIGKILLed replica-a at {killed_at:.1f}s")
+            say(f"SIGKILLed replica-a at {killed_at:.1f}s")
             for future in futures:
                 future.result()
         elapsed = time.monotonic() - began
@@ -249,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(result)
     path = save_json(NAME, {"benchmark": NAME, "environment": environment(), "result": result},
                      args.out_dir or DEFAULT_OUT_DIR)  # fmt: skip
-    say(NAME, f"saved {path}")
-    say(NAME, json.dumps({k: result[k] for k in ("lost", "stuck", "final_states")}))
+    say(f"saved {path}")
+    say(json.dumps({k: result[k] for k in ("lost", "stuck", "final_states")}))
     return 0 if result["lost"] == 0 and result["stuck"] == 0 else 1
 
 

@@ -1,4 +1,5 @@
-"""create_app(settings): the FastAPI app with its store, queue, Triton pool and metrics."""
+"""create_app(settings): every service of the gateway built once, each handed its collaborators,
+and the FastAPI app that serves them."""
 
 from __future__ import annotations
 
@@ -6,28 +7,113 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
 
-from gateway.batches.service import BatchService
-from gateway.errors import install_error_handlers
-from gateway.http.batch_forms import BatchReader
-from gateway.http.forms import SubmissionReader
+from gateway.batches.events import BatchEvents
+from gateway.batches.service import BatchReader, BatchService
+from gateway.http.batch_forms import BatchFormReader
+from gateway.http.deps import Services
+from gateway.http.error_handlers import install_error_handlers
+from gateway.http.forms import FormReader
 from gateway.http.middleware import BodySizeLimit, RequestObserver
 from gateway.http.openapi import build_openapi
 from gateway.http.routes import ROUTERS
 from gateway.http.security import Authenticator, RateLimiter
-from gateway.jobs.service import JobService
+from gateway.jobs.admission import JobAdmission
+from gateway.jobs.cancelling import JobCanceller
+from gateway.jobs.execution import JobExecution
+from gateway.jobs.following import JobFollower
+from gateway.jobs.lifecycle import JobLifecycle
+from gateway.jobs.lookup import JobLookup
+from gateway.jobs.queue_monitor import QueueMonitor
+from gateway.jobs.runner import JobRunner
+from gateway.jobs.waiting import JobWaiter
 from gateway.metrics import Metrics
 from gateway.settings import Settings
-from gateway.store import open_backend
+from gateway.store import Backend, open_backend
 from gateway.triton.client import TritonPool
 from gateway.triton.registry import ModelRegistry
 from gateway.webhooks.sender import WebhookSender
 from gateway.webhooks.targets import CallbackPolicy
 
 log = logging.getLogger("gateway")
+
+
+@dataclass(frozen=True)
+class Background:
+    """What runs beside the routes, started and stopped with the app."""
+
+    pool: TritonPool
+    backend: Backend
+    webhooks: WebhookSender
+    runner: JobRunner
+
+
+def build(settings: Settings, backend: Backend | None = None) -> tuple[Services, Background]:
+    """Every service, each handed what it uses; nothing is looked up behind its back. The
+    backend comes from the settings unless one is given (a test's, with its own clock)."""
+    metrics = Metrics()
+    pool = TritonPool(settings.triton_urls)
+    registry = ModelRegistry(
+        pool, metrics, settings.default_model, settings.max_concurrent_requests
+    )
+    backend = backend or open_backend(
+        settings.redis_url,
+        ttl_s=settings.job_ttl_s,
+        replica=settings.replica_id,
+        lease_s=settings.job_lease_s,
+    )
+    store, queue, limit = backend.store, backend.queue, registry.inflight_limit
+    policy = CallbackPolicy(settings.webhook_allowed_hosts, settings.webhook_allow_loopback)
+    webhooks = WebhookSender(
+        settings.webhook_secret,
+        policy,
+        max_attempts=settings.webhook_max_attempts,
+        backoff_s=settings.webhook_backoff_s,
+    )
+    lifecycle = JobLifecycle(store, metrics, webhooks)
+    lookup = JobLookup(store, queue, limit)
+    canceller = JobCanceller(store, queue, lifecycle, lookup)
+    execution = JobExecution(store, pool, lifecycle)
+    runner = JobRunner(
+        store, queue, execution, lifecycle, limit=limit, lease_s=settings.job_lease_s
+    )
+    registry.on_ready = runner.serve
+    admission = JobAdmission(
+        store,
+        queue,
+        canceller,
+        metrics,
+        limit=limit,
+        max_depth=settings.max_queue_depth,
+        replica=settings.replica_id,
+    )
+    follower = JobFollower(store)
+    forms = FormReader(settings, policy, registry.models)
+    batch_reader = BatchReader(backend.batches, lookup)
+    services = Services(
+        settings=settings,
+        metrics=metrics,
+        registry=registry,
+        auth=Authenticator(settings.api_keys, settings.auth_disabled),
+        rate_limiter=RateLimiter(settings.rate_limit, settings.redis_url),
+        forms=forms,
+        batch_forms=BatchFormReader(forms),
+        admission=admission,
+        lookup=lookup,
+        follower=follower,
+        waiter=JobWaiter(store, lookup, canceller),
+        canceller=canceller,
+        queues=QueueMonitor(queue, runner, metrics, limit),
+        batches=BatchService(
+            batch_reader, backend.batches, admission, canceller, lookup, ttl_s=settings.job_ttl_s
+        ),
+        batch_events=BatchEvents(batch_reader, follower),
+    )
+    return services, Background(pool, backend, webhooks, runner)
 
 
 def _log_start(settings: Settings, registry: ModelRegistry) -> None:
@@ -50,39 +136,23 @@ def _log_start(settings: Settings, registry: ModelRegistry) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    metrics = Metrics()
-    pool = TritonPool(settings.triton_urls)
-    registry = ModelRegistry(
-        pool, metrics, settings.default_model, settings.max_concurrent_requests
-    )
-    backend = open_backend(
-        settings.redis_url,
-        ttl_s=settings.job_ttl_s,
-        replica=settings.replica_id,
-        lease_s=settings.job_lease_s,
-    )
-    policy = CallbackPolicy(settings.webhook_allowed_hosts, settings.webhook_allow_loopback)
-    webhooks = WebhookSender(
-        settings.webhook_secret,
-        policy,
-        max_attempts=settings.webhook_max_attempts,
-        backoff_s=settings.webhook_backoff_s,
-    )
-    service = JobService(backend, pool, registry, webhooks, settings)
+    services, background = build(settings)
+    registry, interval = services.registry, settings.poll_interval_s
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loop = asyncio.get_running_loop()
-        registry.start(settings.poll_interval_s)
-        service.start(settings.poll_interval_s)
+        registry.start(interval)
+        services.queues.start(interval)
         await registry.wait_first_refresh(timeout=5.0)
         _log_start(settings, registry)
         yield
-        await service.shutdown(settings.shutdown_grace_s)
+        services.queues.stop()
+        await background.runner.shutdown(settings.shutdown_grace_s)
         await registry.stop()
-        await webhooks.close()
-        await pool.close()
-        await backend.store.close()
+        await background.webhooks.close()
+        await background.pool.close()
+        await background.backend.store.close()
 
     app = FastAPI(
         title="qwen-image-edit gateway",
@@ -91,21 +161,13 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     state: Any = app.state
-    state.settings, state.metrics, state.registry, state.service = (
-        settings,
-        metrics,
-        registry,
-        service,
-    )
-    state.store = backend.store  # read by nothing in here: the tests count what it holds
-    state.reader = SubmissionReader(settings, policy, registry.models)
-    state.batches = BatchService(service, backend.batches, settings.job_ttl_s)
-    state.batch_reader = BatchReader(state.reader)
-    state.auth = Authenticator(settings.api_keys, settings.auth_disabled)
-    state.rate_limiter = RateLimiter(settings.rate_limit, settings.redis_url)
+    state.services = services
+    state.store = background.backend.store  # read by nothing in here: the tests count what it holds
     for router in ROUTERS:
         app.include_router(router)
-    install_error_handlers(app, lambda code: metrics.rejects.labels(reason=code).inc())
+    install_error_handlers(
+        app, lambda code: services.metrics.rejects.labels(reason=code.value).inc()
+    )
     schema: dict[str, Any] = {}
 
     def openapi() -> dict[str, Any]:
@@ -114,11 +176,11 @@ def create_app(settings: Settings) -> FastAPI:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(RequestObserver, metrics=metrics)
+    app.add_middleware(RequestObserver, metrics=services.metrics)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes,
         path_caps={"/batches": settings.max_batch_upload_bytes},
-        on_reject=lambda: metrics.rejects.labels(reason="payload_too_large").inc(),
+        on_reject=lambda: services.metrics.rejects.labels(reason="payload_too_large").inc(),
     )
     return app

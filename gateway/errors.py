@@ -1,102 +1,131 @@
-"""The gateway's one error hierarchy, its one code → status table and its one set of handlers.
+"""The gateway's one error vocabulary and its one error class.
 
-Every error body is {"code", "message", "detail"}: no traceback, path or internal host name.
+Every answer other than success carries one of these codes, in one JSON shape:
+{"code", "message", "detail"}, with no traceback, path or internal host name. A code's member
+gives its HTTP status, its Retry-After (seconds, or None) and what it means. The engine's input
+codes (qie_engine.errors, the classic vocabulary) are members too: a test checks that every code
+the engine can raise is here, so none can fall through to a guess.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
 
-log = logging.getLogger("gateway")
+class ErrorCode(str, Enum):
+    """A stable, machine-readable reason, with its HTTP status and meaning."""
 
-# code: (HTTP status, Retry-After seconds or None). Engine input codes not listed here
-# (image_too_large, corrupt_image, empty_file, prompt_too_long, unknown_instruction, ...) are 422.
-CODES: dict[str, tuple[int, int | None]] = {
-    "bad_request": (400, None),
-    "unauthorized": (401, None),
-    "not_found": (404, None),
-    "job_not_found": (404, None),
-    "model_not_found": (404, None),
-    "batch_not_found": (404, None),
-    "method_not_allowed": (405, None),
-    "job_not_ready": (409, None),
-    "job_failed": (409, None),
-    "job_finished": (409, None),
-    "batch_not_ready": (409, None),
-    "batch_failed": (409, None),
-    "batch_finished": (409, None),
-    "job_cancelled": (410, None),
-    "batch_cancelled": (410, None),
-    "result_expired": (410, None),
-    "payload_too_large": (413, None),
-    "unsupported_media_type": (415, None),
-    "rate_limited": (429, None),
-    # A synchronous edit that was cancelled (by another request) while the caller waited.
-    "cancelled": (499, None),
-    "internal_error": (500, None),
-    # Failures of the service behind the gateway, as a synchronous caller sees its edit end.
-    "triton_error": (502, None),
-    "model_error": (502, None),
-    "model_crashed": (502, None),
-    "gateway_restarted": (502, None),
-    "gateway_shutdown": (502, None),
-    "triton_unavailable": (503, 5),
-    "model_unavailable": (503, 10),
-    "queue_full": (503, 5),
-    "store_unavailable": (503, 2),
-    "deadline_exceeded": (504, None),
-}
-INPUT_ERROR_STATUS = 422
-# Starlette's own HTTP errors, named.
-HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-}
+    status: int
+    retry_after_s: int | None
+    meaning: str
 
+    def __new__(
+        cls, value: str, status: int, meaning: str, retry_after_s: int | None = None
+    ) -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.status = status
+        member.meaning = meaning
+        member.retry_after_s = retry_after_s
+        return member
 
-def status_of(code: str) -> int:
-    return CODES.get(code, (INPUT_ERROR_STATUS, None))[0]
+    # 400-415: the request as a whole
+    BAD_REQUEST = "bad_request", 400, "the request could not be read (e.g. a broken multipart body)"
+    UNAUTHORIZED = "unauthorized", 401, "no valid API key"
+    NOT_FOUND = "not_found", 404, "no such route or file"
+    JOB_NOT_FOUND = "job_not_found", 404, "no such job (or another key's)"
+    BATCH_NOT_FOUND = "batch_not_found", 404, "no such batch (or another key's)"
+    MODEL_NOT_FOUND = "model_not_found", 404, "no such model; the detail lists the models"
+    METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the route takes other methods (see Allow)"
+    JOB_NOT_READY = "job_not_ready", 409, "the job has not completed yet"
+    JOB_FAILED = "job_failed", 409, "the job failed; the detail says why"
+    JOB_FINISHED = "job_finished", 409, "the job already ended: nothing to cancel"
+    BATCH_NOT_READY = "batch_not_ready", 409, "no edit of the batch has finished yet"
+    BATCH_FAILED = "batch_failed", 409, "every edit of the batch failed"
+    BATCH_FINISHED = "batch_finished", 409, "the batch already ended: nothing to cancel"
+    JOB_CANCELLED = "job_cancelled", 410, "the job was cancelled: it has no result"
+    BATCH_CANCELLED = "batch_cancelled", 410, "the batch was cancelled before any edit ended"
+    RESULT_EXPIRED = "result_expired", 410, "the job or its result expired"
+    PAYLOAD_TOO_LARGE = "payload_too_large", 413, "the body or an image is over its byte cap"
+    UNSUPPORTED_MEDIA_TYPE = (
+        "unsupported_media_type",
+        415,
+        "the file is not a JPEG, PNG or WebP image (the bytes decide)",
+    )
+    # 422: a field of the request; the message names it and says what to do
+    VALIDATION_ERROR = "validation_error", 422, "a required part is missing or malformed"
+    INVALID_INPUT = "invalid_input", 422, "a part of the edit is not acceptable"
+    INVALID_OPTIONS = "invalid_options", 422, "an option is out of range or unknown"
+    IMAGE_COUNT = "image_count", 422, "the model (or the batch) takes another number of images"
+    EMPTY_FILE = "empty_file", 422, "an image part is empty"
+    IMAGE_TOO_LARGE = "image_too_large", 422, "the image has more pixels than allowed"
+    IMAGE_TOO_COMPLEX = (
+        "image_too_complex",
+        422,
+        "the image would cost too much to decode (scans, frames or metadata over the limits)",
+    )
+    CORRUPT_IMAGE = "corrupt_image", 422, "the image is truncated or damaged"
+    PROMPT_TOO_LONG = "prompt_too_long", 422, "the prompt is over MAX_PROMPT_CHARS"
+    INVALID_INSTRUCTION = "invalid_instruction", 422, "classic_edit cannot do this instruction"
+    UNKNOWN_INSTRUCTION = "unknown_instruction", 422, "classic_edit does not know the instruction"
+    TOO_MANY_OPERATIONS = "too_many_operations", 422, "classic_edit takes fewer operations"
+    INVALID_CALLBACK_URL = "invalid_callback_url", 422, "callback_url is not an http(s) URL"
+    CALLBACK_NOT_ALLOWED = "callback_not_allowed", 422, "the callback host is not allowlisted"
+    IDEMPOTENCY_CONFLICT = (
+        "idempotency_conflict",
+        422,
+        "the Idempotency-Key was used with a different request",
+    )
+    RATE_LIMITED = "rate_limited", 429, "over the rate limit; see Retry-After"
+    # 499: a synchronous edit cancelled (by another request) while its caller waited
+    CANCELLED = "cancelled", 499, "the edit was cancelled"
+    INTERNAL_ERROR = "internal_error", 500, "a bug; the gateway log has the request id"
+    # 502-504: the service behind the gateway, as a synchronous caller sees its edit end
+    TRITON_ERROR = "triton_error", 502, "Triton failed to run the edit"
+    MODEL_ERROR = "model_error", 502, "the model failed to run the edit"
+    MODEL_CRASHED = "model_crashed", 502, "the model instance crashed"
+    GATEWAY_RESTARTED = "gateway_restarted", 502, "the replica running the job stopped, twice"
+    GATEWAY_SHUTDOWN = "gateway_shutdown", 502, "the gateway shut down before the job ended"
+    TRITON_UNAVAILABLE = "triton_unavailable", 503, "Triton is not reachable", 5
+    MODEL_UNAVAILABLE = "model_unavailable", 503, "the model is loading, failed or stopping", 10
+    QUEUE_FULL = "queue_full", 503, "the model's queue is full", 5
+    STORE_UNAVAILABLE = "store_unavailable", 503, "the job store (Redis) is unreachable", 2
+    DEADLINE_EXCEEDED = "deadline_exceeded", 504, "the edit did not end within its timeout"
+    # Said only inside an event stream, never as an HTTP status of its own.
+    JOB_EXPIRED = "job_expired", 410, "the job expired or was evicted while followed"
+
+    @classmethod
+    def known(cls, value: str | None) -> ErrorCode | None:
+        """The member for a code another part wrote (a job's error, a model's answer)."""
+        return cls._value2member_map_.get(value or "")  # type: ignore[return-value]
 
 
 class ApiError(Exception):
-    """An answer other than success; the code decides the status and any Retry-After."""
+    """An answer other than success; its code decides the status and any Retry-After."""
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         *,
         detail: Any = None,
         headers: dict[str, str] | None = None,
         retry_after_s: int | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.detail = detail
-        self.status, default_retry = CODES.get(code, (INPUT_ERROR_STATUS, None))
+        self.status = status or code.status
         self.headers = dict(headers or {})
-        retry = retry_after_s if retry_after_s is not None else default_retry
+        retry = retry_after_s if retry_after_s is not None else code.retry_after_s
         if retry is not None:
             self.headers["Retry-After"] = str(max(1, retry))
 
     def body(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "detail": self.detail}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        return {"code": self.code.value, "message": self.message, "detail": self.detail}
 
 
 class StoreUnavailable(ApiError):
@@ -105,51 +134,6 @@ class StoreUnavailable(ApiError):
     def __init__(self, reason: str = "") -> None:
         because = f" ({reason})" if reason else ""
         super().__init__(
-            "store_unavailable", f"the job store (Redis) is unreachable{because}; retry shortly"
+            ErrorCode.STORE_UNAVAILABLE,
+            f"the job store (Redis) is unreachable{because}; retry shortly",
         )
-
-
-def _field_errors(errors: list[Any]) -> list[dict[str, str]]:
-    skip = ("body", "query", "header")
-    return [
-        {"field": ".".join(str(p) for p in e["loc"] if p not in skip), "message": e["msg"]}
-        for e in errors
-    ]
-
-
-def install_error_handlers(app: FastAPI, count_reject: Callable[[str], None]) -> None:
-    """Every error leaves through here, as one JSON shape, counted by its code."""
-
-    def answer(error: ApiError) -> JSONResponse:
-        count_reject(error.code)
-        return error.response()
-
-    @app.exception_handler(ApiError)
-    async def on_api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return answer(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = _field_errors(list(exc.errors()))
-        message = "invalid request: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return answer(ApiError("validation_error", message, detail=fields))
-
-    @app.exception_handler(HTTPException)
-    async def on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        known: ApiError | None = getattr(exc, "api_error", None)
-        if known is not None:
-            return answer(known)
-        code = HTTP_CODES.get(exc.status_code, "http_error")
-        message = str(exc.detail)
-        if message == "There was an error parsing the body":
-            message = "the request body could not be parsed; send valid multipart/form-data"
-        error = ApiError(code, message, headers=dict(exc.headers or {}))
-        error.status = exc.status_code  # e.g. 405 keeps its Allow header (RFC 9110)
-        return answer(error)
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, _exc: Exception) -> JSONResponse:
-        log.exception(
-            "unhandled error", extra={"request_id": getattr(request.state, "request_id", None)}
-        )
-        return answer(ApiError("internal_error", "internal error; see the gateway log"))

@@ -3,22 +3,83 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# Input tensor names. All but DESCRIBE are TYPE_STRING (bytes) in config.pbtxt. IMAGES and
-# PROMPT are marked optional there only so a DESCRIBE request can omit them.
-INPUT_IMAGES = "IMAGES"  # dims [-1]: 1..max_images encoded images (JPEG, PNG or WebP)
-INPUT_PROMPT = "PROMPT"  # dims [1]: UTF-8 instruction
-INPUT_NEGATIVE_PROMPT = "NEGATIVE_PROMPT"  # dims [1], optional
-INPUT_OPTIONS = "OPTIONS"  # dims [1], optional: JSON object matching EditOptions
-INPUT_DESCRIBE = "DESCRIBE"  # TYPE_BOOL dims [1], optional: answer with the model's facts only
-
+# Input tensor names.
+INPUT_IMAGES = "IMAGES"
+INPUT_PROMPT = "PROMPT"
+INPUT_NEGATIVE_PROMPT = "NEGATIVE_PROMPT"
+INPUT_OPTIONS = "OPTIONS"
+INPUT_DESCRIBE = "DESCRIBE"
 # Output tensor names.
-OUTPUT_EVENT = "EVENT"  # dims [1]: JSON, a progress event or the final result metadata
-OUTPUT_IMAGE = "IMAGE"  # dims [1]: the encoded edited image, only in the final response
+OUTPUT_EVENT = "EVENT"
+OUTPUT_IMAGE = "IMAGE"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of the contract, as config.pbtxt would declare it."""
+
+    name: str
+    data_type: Literal["TYPE_STRING", "TYPE_BOOL"]
+    dims: tuple[int, ...]
+    meaning: str
+    optional: bool = False
+
+    def config(self) -> dict[str, Any]:
+        """The entry python_backend's auto_complete_config adds to the model's config."""
+        entry: dict[str, Any] = {"name": self.name, "data_type": self.data_type}
+        entry["dims"] = list(self.dims)
+        return {**entry, "optional": True} if self.optional else entry
+
+    def describe(self) -> str:
+        wire = "BYTES" if self.data_type == "TYPE_STRING" else "BOOL"
+        return f"{wire} {list(self.dims)}: {self.meaning}"
+
+
+# Every input is optional to Triton, so that a DESCRIBE request may carry DESCRIBE alone; the
+# model itself refuses an edit without IMAGES or PROMPT ([invalid_input]).
+INPUTS = (
+    TensorSpec(INPUT_IMAGES, "TYPE_STRING", (-1,), "encoded JPEG/PNG/WebP images", True),
+    TensorSpec(INPUT_PROMPT, "TYPE_STRING", (1,), "UTF-8 instruction", True),
+    TensorSpec(INPUT_NEGATIVE_PROMPT, "TYPE_STRING", (1,), "what to steer away from", True),
+    TensorSpec(INPUT_OPTIONS, "TYPE_STRING", (1,), "JSON EditOptions (preset, steps, ...)", True),
+    TensorSpec(INPUT_DESCRIBE, "TYPE_BOOL", (1,), "answer with the model's facts only", True),
+)
+OUTPUTS = (
+    TensorSpec(OUTPUT_EVENT, "TYPE_STRING", (1,), "JSON progress or the result's metadata"),
+    TensorSpec(OUTPUT_IMAGE, "TYPE_STRING", (1,), "the encoded result, final response only"),
+)
+# One request streams progress responses, then one final response: a decoupled model.
+DECOUPLED = True
+
+
+def auto_complete(config: Any) -> Any:
+    """python_backend's `auto_complete_config`: the contract's tensors and transaction policy,
+    so that config.pbtxt keeps only what Triton must read before the model loads."""
+    config.set_max_batch_size(0)
+    config.set_model_transaction_policy({"decoupled": DECOUPLED})
+    for tensor in INPUTS:
+        config.add_input(tensor.config())
+    for tensor in OUTPUTS:
+        config.add_output(tensor.config())
+    return config
+
+
+def describe_contract() -> dict[str, Any]:
+    """The contract as /models shows it."""
+    return {
+        "doc": "docs/tensor-contract.md",
+        "decoupled": DECOUPLED,
+        "inputs": {tensor.name: tensor.describe() for tensor in INPUTS},
+        "outputs": {tensor.name: tensor.describe() for tensor in OUTPUTS},
+        "errors": "Triton errors whose message starts with [code]",
+    }
+
 
 MAX_SEED = 2**32 - 1
 

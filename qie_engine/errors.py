@@ -6,7 +6,7 @@ from __future__ import annotations
 class EngineError(Exception):
     """Base class; `code` is the stable machine-readable reason."""
 
-    code = "engine_error"
+    code = "model_error"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -36,9 +36,3 @@ class Cancelled(EngineError):
     """The caller cancelled, disconnected or ran out of time; the run stopped early."""
 
     code = "cancelled"
-
-
-class ShuttingDown(EngineError):
-    """The model server is stopping: the run stopped at the end of its step, to be retried."""
-
-    code = "model_unavailable"

@@ -25,12 +25,14 @@ from qie_engine.contract import (
 )
 from qie_engine.edit_request import RawEdit
 from qie_engine.editor import Editor, run_edit
-from qie_engine.errors import Cancelled, EngineError, InvalidInput, ShuttingDown
+from qie_engine.errors import Cancelled, EngineError, InvalidInput
 
 log = logging.getLogger("qie_engine.triton")
 
 
 OUTCOMES = ("completed", "cancelled", "refused", "failed")
+# A run stopped because the server is stopping: retryable, so unavailable rather than cancelled.
+SHUTTING_DOWN = "[model_unavailable] the model server is shutting down; retry the edit shortly"
 
 
 class ServedCounts:
@@ -123,9 +125,8 @@ class RequestAdapter:
         if not self.stopping.is_set():
             log.info("request %s cancelled: %s", request_id, exc, extra=traced)
             return self._error(error_message(exc), self.pb.TritonError.CANCELLED)
-        stopped = ShuttingDown("the model server is shutting down; retry the edit shortly")
-        log.warning("request %s stopped: %s", request_id, stopped, extra=traced)
-        return self._error(error_message(stopped), self.pb.TritonError.UNAVAILABLE)
+        log.warning("request %s stopped: %s", request_id, SHUTTING_DOWN, extra=traced)
+        return self._error(SHUTTING_DOWN, self.pb.TritonError.UNAVAILABLE)
 
     def _finish(self, request: Any, sender: Any, response: Any, outcome: str) -> None:
         if not self._describes(request):

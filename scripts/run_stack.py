@@ -1,7 +1,7 @@
 """`make run`: tritonserver plus the gateway on port 8000, until Ctrl-C stops both.
 
 With no MODEL_ID it serves the tiny random-weight dev model (meaningless pixels) beside
-classic_edit. The parts come from scripts/stack.py, which the tests and benchmarks use too.
+classic_edit. The parts come from the dev_stack package, which the tests and benchmarks use too.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.stack import ROOT, GatewayProcess, TritonServer, http_ok, stop_on_sigterm
+from dev_stack.console import Voice
+from dev_stack.gateways import GatewayProcess
+from dev_stack.processes import ROOT, http_ok, stop_on_sigterm
+from dev_stack.triton import TritonServer
 
-
-def say(message: str) -> None:
-    print(f"[make run] {message}", flush=True)
+say = Voice("make run")
 
 
 def gateway_env(grpc_port: int) -> dict[str, str]:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scripts.stack import RedisServer, TritonServer
+from dev_stack.redis import RedisServer
+from dev_stack.triton import TritonServer
 from tests.gateway_server import GatewayServer, running_gateway
 
 _shared: TritonServer | None = None

@@ -1,4 +1,4 @@
-"""A gateway under test: an in-process GatewayThread (scripts/stack.py) with the test keys, and
+"""A gateway under test: an in-process GatewayThread (dev_stack/gateways.py) with the test keys, and
 the checks the tests make on it (jobs kept, metrics, files and descriptors left behind)."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any
 
 import redis
 
+from dev_stack.gateways import GatewayThread, gateway_env
+from dev_stack.processes import free_port
 from qie_client.client import QieClient
-from scripts.stack import GatewayThread, free_port, gateway_env
 
 KEY_A = "test-key-alpha"
 KEY_B = "test-key-bravo"
@@ -51,7 +52,7 @@ class GatewayServer(GatewayThread):
             return sum(1 for key in client.scan_iter("qie:job:*") if key.count(b":") == 2)
 
     def metric(self, name: str, **labels: str) -> float:
-        value = self.app.state.metrics.registry.get_sample_value(name, labels)
+        value = self.app.state.services.metrics.registry.get_sample_value(name, labels)
         return value or 0.0
 
     def client(self, key: str | None = KEY_A) -> QieClient:

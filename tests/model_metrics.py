@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from scripts.stack import TritonServer
-from scripts.triton_stream import stream_edit
+from dev_stack.triton import TritonServer
+from dev_stack.triton_stream import stream_edit
 
 
 @dataclass(frozen=True)

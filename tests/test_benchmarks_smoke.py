@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scripts.stack import TritonServer
+from dev_stack.triton import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

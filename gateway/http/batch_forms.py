@@ -18,10 +18,12 @@ from pydantic import Field
 
 from gateway.batches.archive import clean_name, entry_names
 from gateway.batches.service import BatchSubmission
-from gateway.errors import ApiError
-from gateway.http.forms import Caller, EditForm, EditParts, SubmissionReader, as_number
-from gateway.jobs.service import Refusal, Submission
+from gateway.errors import ApiError, ErrorCode
+from gateway.http.error_handlers import from_engine
+from gateway.http.forms import Caller, EditForm, EditParts, FormReader, as_number
+from gateway.jobs.submission import Refusal, Submission
 from qie_engine.contract import MAX_SEED, EditOptions
+from qie_engine.errors import InvalidInput
 
 MIN_BATCH_IMAGES = 2
 
@@ -46,7 +48,7 @@ def variation_count(raw: str | None, images: int, max_images: int) -> int | None
     if value is None:
         if not MIN_BATCH_IMAGES <= images <= max_images:
             raise ApiError(
-                "image_count",
+                ErrorCode.IMAGE_COUNT,
                 f"a batch takes {span} images; got {images}. Send one image to /process, "
                 "or one image with `variations` for several seeds",
                 detail={"min": MIN_BATCH_IMAGES, "max": max_images},
@@ -54,13 +56,15 @@ def variation_count(raw: str | None, images: int, max_images: int) -> int | None
         return None
     if not isinstance(value, int) or not MIN_BATCH_IMAGES <= value <= max_images:
         raise ApiError(
-            "invalid_options",
+            ErrorCode.INVALID_OPTIONS,
             f"variations must be a whole number from {span}; got {raw!r}",
             detail={"field": "variations"},
         )
     if images != 1:
         raise ApiError(
-            "image_count", f"variations take exactly 1 image; got {images}", detail={"max": 1}
+            ErrorCode.IMAGE_COUNT,
+            f"variations take exactly 1 image; got {images}",
+            detail={"max": 1},
         )
     return value
 
@@ -70,8 +74,10 @@ def variation_seeds(first: int | None, count: int) -> list[int]:
     return [(start + i) % (MAX_SEED + 1) for i in range(count)]
 
 
-class BatchReader:
-    def __init__(self, reader: SubmissionReader) -> None:
+class BatchFormReader:
+    """The /batches form, checked: what the batch shares refuses it, a bad image fails its item."""
+
+    def __init__(self, reader: FormReader) -> None:
         self.reader = reader
         self.max_images = reader.settings.max_batch_images
 
@@ -80,7 +86,7 @@ class BatchReader:
         variations = variation_count(form.variations, len(form.images), self.max_images)
         if variations is not None and not parts.info.seeded:
             raise ApiError(
-                "invalid_options",
+                ErrorCode.INVALID_OPTIONS,
                 f"model {parts.info.name} does not sample from a seed, so its variations would "
                 "all be the same; send several images instead",
                 detail={"field": "variations"},
@@ -115,7 +121,8 @@ class BatchReader:
     ) -> Submission | Refusal:
         try:
             await self.reader.check_image(data)
-        except ApiError as error:
+        except InvalidInput as exc:
+            error = from_engine(exc)
             return Refusal(
                 caller.owner, parts.info.name, caller.request_id, error.code, error.message
             )

@@ -1,70 +1,62 @@
-"""Annotated dependencies, so routes stay short."""
+"""What routes may call, as Annotated dependencies: the services create_app builds and hands to
+the app in one `Services` record, the caller's identity, and the settings."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from gateway.batches.events import BatchEvents
 from gateway.batches.service import BatchService
-from gateway.http.batch_forms import BatchReader
-from gateway.http.forms import Caller, SubmissionReader
-from gateway.http.security import RateLimiter
-from gateway.jobs.service import JobService
+from gateway.http.batch_forms import BatchFormReader
+from gateway.http.forms import Caller, FormReader
+from gateway.http.security import Authenticator, RateLimiter
+from gateway.jobs.admission import JobAdmission
+from gateway.jobs.cancelling import JobCanceller
+from gateway.jobs.following import JobFollower
+from gateway.jobs.lookup import JobLookup
+from gateway.jobs.queue_monitor import QueueMonitor
+from gateway.jobs.waiting import JobWaiter
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.triton.registry import ModelRegistry
 
 
-def _state(request: Request) -> Any:
-    return request.app.state
+@dataclass(frozen=True)
+class Services:
+    """Everything the routes use, built once by create_app."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: ModelRegistry
+    auth: Authenticator
+    rate_limiter: RateLimiter
+    forms: FormReader
+    batch_forms: BatchFormReader
+    admission: JobAdmission
+    lookup: JobLookup
+    follower: JobFollower
+    waiter: JobWaiter
+    canceller: JobCanceller
+    queues: QueueMonitor
+    batches: BatchService
+    batch_events: BatchEvents
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = _state(request).settings
-    return settings
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
-def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = _state(request).registry
-    return registry
+ServicesDep = Annotated[Services, Depends(_services)]
 
 
-def _service(request: Request) -> JobService:
-    service: JobService = _state(request).service
-    return service
-
-
-def _metrics(request: Request) -> Metrics:
-    metrics: Metrics = _state(request).metrics
-    return metrics
-
-
-def _reader(request: Request) -> SubmissionReader:
-    reader: SubmissionReader = _state(request).reader
-    return reader
-
-
-def _batches(request: Request) -> BatchService:
-    batches: BatchService = _state(request).batches
-    return batches
-
-
-def _batch_reader(request: Request) -> BatchReader:
-    reader: BatchReader = _state(request).batch_reader
-    return reader
-
-
-def _rate_limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = _state(request).rate_limiter
-    return limiter
-
-
-async def _owner(request: Request) -> str:
+async def _owner(request: Request, services: ServicesDep) -> str:
     """Authenticate, then count the request against the key's rate limit."""
-    state = _state(request)
-    owner: str = state.auth.owner(request)
-    await state.rate_limiter.check(owner)
+    owner = services.auth.owner(request)
+    await services.rate_limiter.check(owner)
     return owner
 
 
@@ -80,12 +72,4 @@ def _caller(
     return Caller(owner, request.state.request_id, prefer, idempotency_key)
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
-RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
-JobServiceDep = Annotated[JobService, Depends(_service)]
-MetricsDep = Annotated[Metrics, Depends(_metrics)]
-ReaderDep = Annotated[SubmissionReader, Depends(_reader)]
 CallerDep = Annotated[Caller, Depends(_caller)]
-BatchServiceDep = Annotated[BatchService, Depends(_batches)]
-BatchReaderDep = Annotated[BatchReader, Depends(_batch_reader)]
-RateLimiterDep = Annotated[RateLimiter, Depends(_rate_limiter)]

@@ -3,7 +3,7 @@
 Everything is checked here before a job exists: the model, the options (as JSON or as plain
 form fields), the callback URL, the prompts, the image count, and each image's type, pixel count
 and integrity (from its bytes, never its name). docs/openapi.json states the same rules
-(openapi_contract.py derives them from the same models and settings).
+(openapi.py derives them from the same models and settings).
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ from typing import Any
 from fastapi import UploadFile
 from pydantic import BaseModel, Field, ValidationError
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, ErrorCode
 from gateway.http.schemas import RequestOptions
-from gateway.jobs.service import Submission
+from gateway.jobs.submission import Submission
 from gateway.settings import Settings
-from gateway.store.job_models import EditRequest
+from gateway.store.job_models import EditInputs
 from gateway.triton.registry import ModelInfo
 from gateway.webhooks.targets import CallbackPolicy
 from qie_engine.contract import EditOptions, describe_validation_error
 from qie_engine.edit_request import check_image_count, check_prompt
-from qie_engine.errors import InvalidInput
 from qie_engine.image_codec import ImageLimits, check_image
 
 # Options that may also come as plain form fields (text, parsed as numbers where they are).
@@ -110,7 +109,7 @@ def _checked(data: dict[str, Any]) -> RequestOptions:
         return RequestOptions.model_validate(data)
     except ValidationError as exc:
         raise ApiError(
-            "invalid_options",
+            ErrorCode.INVALID_OPTIONS,
             describe_validation_error(exc),
             detail=[
                 {"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()
@@ -118,7 +117,7 @@ def _checked(data: dict[str, Any]) -> RequestOptions:
         ) from None
 
 
-def parse_options(options: str | None, plain: Mapping[str, Any]) -> RequestOptions:
+def read_options(options: str | None, plain: Mapping[str, Any]) -> RequestOptions:
     """The options JSON (strict: "8" is not 8 there), then plain form fields on top of it.
 
     Each must be valid on its own, as the OpenAPI document says: a plain field never hides a bad
@@ -130,18 +129,18 @@ def parse_options(options: str | None, plain: Mapping[str, Any]) -> RequestOptio
             data = json.loads(options)
         except json.JSONDecodeError as exc:
             raise ApiError(
-                "invalid_options",
+                ErrorCode.INVALID_OPTIONS,
                 f"options is not valid JSON: {exc.msg}",
                 detail={"field": "options"},
             ) from None
         if not isinstance(data, dict):
-            raise ApiError("invalid_options", "options must be a JSON object")
+            raise ApiError(ErrorCode.INVALID_OPTIONS, "options must be a JSON object")
         _checked(data)
     fields = {k: as_number(v) for k, v in plain.items()}
     return _checked({**data, **{k: v for k, v in fields.items() if v is not None}})
 
 
-def request_hash(request: EditRequest) -> str:
+def request_hash(request: EditInputs) -> str:
     """What makes two submissions the same request, for Idempotency-Key replays."""
     digest = hashlib.sha256()
     parts = (request.model, request.prompt, request.negative_prompt or "", request.options_json)
@@ -150,7 +149,9 @@ def request_hash(request: EditRequest) -> str:
     return digest.hexdigest()
 
 
-class SubmissionReader:
+class FormReader:
+    """The /process form (and the parts every edit form shares), checked."""
+
     def __init__(
         self, settings: Settings, policy: CallbackPolicy, models: Mapping[str, ModelInfo]
     ) -> None:
@@ -164,39 +165,34 @@ class SubmissionReader:
         info = self.models.get(resolved)
         if info is None:
             known = {"models": sorted(self.models)}
-            raise ApiError("model_not_found", f"unknown model {resolved!r}", detail=known)
+            raise ApiError(ErrorCode.MODEL_NOT_FOUND, f"unknown model {resolved!r}", detail=known)
         if not info.ready:
             message = f"model {resolved} is not ready (loading or failed); retry shortly"
-            raise ApiError("model_unavailable", message)
+            raise ApiError(ErrorCode.MODEL_UNAVAILABLE, message)
         return info
 
     def parts(self, form: EditForm) -> EditParts:
         """The model, the options and the prompts, checked (an image is checked on its own)."""
         info = self.model(form.model)
-        options = parse_options(form.options, {k: getattr(form, k) for k in PLAIN_FIELDS})
+        options = read_options(form.options, {k: getattr(form, k) for k in PLAIN_FIELDS})
         max_chars = self.settings.max_prompt_chars
-        try:
-            prompt = check_prompt(form.prompt, max_chars)
-            negative = None
-            if form.negative_prompt and form.negative_prompt.strip():
-                negative = check_prompt(form.negative_prompt, max_chars, name="negative_prompt")
-        except InvalidInput as exc:
-            raise ApiError(exc.code, str(exc)) from None
+        prompt = check_prompt(form.prompt, max_chars)
+        negative = None
+        if form.negative_prompt and form.negative_prompt.strip():
+            negative = check_prompt(form.negative_prompt, max_chars, name="negative_prompt")
         return EditParts(info, options, prompt, negative)
 
     async def check_image(self, data: bytes) -> None:
-        """Type and pixels from the header, then an integrity check: off the event loop."""
-        try:
-            await asyncio.to_thread(check_image, data, self.limits)
-        except InvalidInput as exc:
-            raise ApiError(exc.code, str(exc)) from None
+        """Type and pixels from the header, then an integrity check: off the event loop. Raises
+        the engine's InvalidInput, which the one error handler answers."""
+        await asyncio.to_thread(check_image, data, self.limits)
 
     def submission(
         self, parts: EditParts, images: list[bytes], options: EditOptions, caller: Caller
     ) -> Submission:
         """One job's submission, of checked parts and images."""
         options_json = options.model_dump_json(exclude_none=True)
-        request = EditRequest(
+        request = EditInputs(
             parts.info.name,
             images,
             parts.prompt,
@@ -216,10 +212,7 @@ class SubmissionReader:
         parts = self.parts(form)
         callback = self.policy.check_url(form.callback_url) if form.callback_url else None
         uploads = [await part.read() for part in form.image]
-        try:
-            check_image_count(len(uploads), parts.info.max_images)
-        except InvalidInput as exc:
-            raise ApiError(exc.code, str(exc)) from None
+        check_image_count(len(uploads), parts.info.max_images)
         for data in uploads:
             await self.check_image(data)
         submission = self.submission(parts, uploads, parts.options.edit_options(), caller)

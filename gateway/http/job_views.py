@@ -7,7 +7,7 @@ import json
 import time
 
 from gateway.http.schemas import ErrorBody, JobAccepted, JobProgress, JobView, ProcessResponse
-from gateway.jobs.service import JobState, Outcome
+from gateway.jobs.lookup import JobState, Outcome
 from gateway.store.job_models import Job
 
 

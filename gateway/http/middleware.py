@@ -13,7 +13,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, ErrorCode
+from gateway.http.error_handlers import json_response
 from gateway.metrics import Metrics
 
 
@@ -58,7 +59,7 @@ class RequestObserver:
 def too_large(limit: int) -> ApiError:
     # The rest of the body is never read, so the connection cannot be reused.
     return ApiError(
-        "payload_too_large",
+        ErrorCode.PAYLOAD_TOO_LARGE,
         f"the request body is over {limit} bytes; send a smaller image (or fewer of them)",
         detail={"max_bytes": limit},
         headers={"Connection": "close"},
@@ -126,7 +127,7 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send, limit: int) -> None:
         self.on_reject()
-        response = too_large(limit).response()
+        response = json_response(too_large(limit))
         await send(
             {
                 "type": "http.response.start",

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, ErrorCode
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE = "index.html"
@@ -65,5 +65,5 @@ async def page() -> FileResponse:
 async def asset(name: str) -> FileResponse:
     path = ASSETS.get(name)
     if path is None:
-        raise ApiError("not_found", f"no playground file {name[:64]!r}")
+        raise ApiError(ErrorCode.NOT_FOUND, f"no playground file {name[:64]!r}")
     return _file(path)

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from qie_engine.contract import EditOptions
+from qie_engine.contract import EditOptions, describe_contract
 from qie_engine.presets import QUALITY_ALIASES as QUALITY_PRESETS
 
 
@@ -152,18 +152,4 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-TENSOR_CONTRACT: dict[str, Any] = {
-    "doc": "docs/tensor-contract.md",
-    "inputs": {
-        "IMAGES": "BYTES [-1]: encoded JPEG/PNG/WebP images",
-        "PROMPT": "BYTES [1]: UTF-8 instruction",
-        "NEGATIVE_PROMPT": "BYTES [1], optional",
-        "OPTIONS": "BYTES [1], optional: JSON EditOptions (preset, steps, seed, ...)",
-        "DESCRIBE": "BOOL [1], optional: answer with the model's facts only",
-    },
-    "outputs": {
-        "EVENT": "BYTES [1]: JSON progress {step, total, elapsed_s} or result metadata",
-        "IMAGE": "BYTES [1]: the encoded result, in the final response only",
-    },
-    "errors": "Triton errors whose message starts with [code]",
-}
+TENSOR_CONTRACT = describe_contract()

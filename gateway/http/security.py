@@ -12,7 +12,7 @@ from limits.storage import storage_from_string
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
-from gateway.errors import ApiError, StoreUnavailable
+from gateway.errors import ApiError, ErrorCode, StoreUnavailable
 
 ANONYMOUS = "anonymous"
 
@@ -46,7 +46,7 @@ class Authenticator:
         # compare_digest on every key keeps the check's timing independent of the key.
         if key is None or not any(hmac.compare_digest(key.encode(), k) for k in self.keys):
             raise ApiError(
-                "unauthorized",
+                ErrorCode.UNAUTHORIZED,
                 "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
@@ -66,7 +66,7 @@ class RateLimiter:
         counts the others, or none of them when they don't all fit."""
         if edits > self.item.amount:
             raise ApiError(
-                "rate_limited",
+                ErrorCode.RATE_LIMITED,
                 f"a batch of {edits} edits is over the rate limit of {self.item}; "
                 f"send at most {self.item.amount} images at once",
                 retry_after_s=self.item.get_expiry(),
@@ -86,7 +86,7 @@ class RateLimiter:
             raise StoreUnavailable("rate limits") from exc
         retry_after = max(1, int(stats.reset_time - time.time()) + 1)
         raise ApiError(
-            "rate_limited",
+            ErrorCode.RATE_LIMITED,
             f"rate limit of {self.item} exceeded; retry in {retry_after}s",
             retry_after_s=retry_after,
         )

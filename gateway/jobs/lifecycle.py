@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import ErrorCode, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store.job_models import TERMINAL_STATUSES, Job, JobStatus, NewEvent
 from gateway.store.job_store import JobStore
@@ -89,13 +89,13 @@ class JobLifecycle:
         self,
         job: Job,
         status: JobStatus,
-        error: tuple[str, str] | None = None,
+        error: tuple[ErrorCode, str] | None = None,
         *,
         result: FinalResult | None = None,
         expect: Collection[JobStatus] = UNFINISHED,
     ) -> Job | None:
         """The final state, event and result in one write; None if the job had moved on."""
-        code, message = error or (None, None)
+        code, message = (error[0].value, error[1]) if error else (None, None)
         result_meta = None if result is None else result.meta.model_dump(mode="json")
         fields: dict[str, Any] = {
             "status": status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 from enum import Enum
@@ -71,7 +72,7 @@ class NewEvent:
 
 
 @dataclass
-class EditRequest:
+class EditInputs:
     """One edit as Triton tensors want it; images are the uploaded bytes, untouched.
 
     Kept with the job until it finishes, so that any replica can run it.
@@ -89,6 +90,14 @@ class IdempotencyConflict(Exception):
     """The owner used this Idempotency-Key before, for a different request."""
 
 
+JOB_ID_SHAPE = re.compile(r"[0-9a-f]{32}")
+
+
 def new_job_id() -> str:
     """128 random bits as hex: unguessable, so a job id is no capability leak."""
     return secrets.token_hex(16)
+
+
+def is_job_id(text: str) -> bool:
+    """Whether `text` has the shape of a job (or batch) id; anything else names no job."""
+    return JOB_ID_SHAPE.fullmatch(text) is not None

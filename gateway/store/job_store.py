@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.store.batch_models import Batch
-from gateway.store.job_models import EditRequest, Job, JobEvent, NewEvent
+from gateway.store.job_models import EditInputs, Job, JobEvent, NewEvent
 
 # A running job's claim on its queue entry and slot lasts this long unless renewed.
 DEFAULT_LEASE_S = 15.0
@@ -31,7 +31,7 @@ class JobStore(Protocol):
     ttl_s: int
 
     async def create(
-        self, job: Job, event: NewEvent, request: EditRequest | None
+        self, job: Job, event: NewEvent, request: EditInputs | None
     ) -> tuple[Job, bool]:
         """Store a new job with its first event and its edit, and queue it for its model, in
         one write; or return the job an idempotent replay (or a retried create) names.
@@ -43,7 +43,7 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
-    async def get_request(self, job_id: str) -> EditRequest | None:
+    async def get_request(self, job_id: str) -> EditInputs | None:
         """The edit a job asked for, until it finishes."""
         ...
 

@@ -22,7 +22,7 @@ from pydantic_core import to_jsonable_python
 from gateway.store.batch_models import Batch
 from gateway.store.job_models import (
     TERMINAL_STATUSES,
-    EditRequest,
+    EditInputs,
     IdempotencyConflict,
     Job,
     JobEvent,
@@ -138,7 +138,7 @@ class MemoryJobQueue:
 @dataclass
 class _Entry:
     job: Job
-    request: EditRequest | None
+    request: EditInputs | None
     touched: float
     events: list[JobEvent] = field(default_factory=list)
     result: bytes | None = None
@@ -172,7 +172,7 @@ class MemoryJobStore:
         return len(self._entries)
 
     async def create(
-        self, job: Job, event: NewEvent, request: EditRequest | None
+        self, job: Job, event: NewEvent, request: EditInputs | None
     ) -> tuple[Job, bool]:
         self._sweep()
         existing = self._entries.get(job.id)
@@ -198,7 +198,7 @@ class MemoryJobStore:
         entry = self._entry(job_id)
         return entry.job.model_copy(deep=True) if entry else None
 
-    async def get_request(self, job_id: str) -> EditRequest | None:
+    async def get_request(self, job_id: str) -> EditInputs | None:
         entry = self._entry(job_id)
         return entry.request if entry else None
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from gateway.store.batch_models import Batch
 from gateway.store.job_models import (
     TERMINAL_STATUSES,
-    EditRequest,
+    EditInputs,
     IdempotencyConflict,
     Job,
     JobEvent,
@@ -52,7 +52,7 @@ def _decode_events(entries: Sequence[Any]) -> list[JobEvent]:
     ]
 
 
-def _request_items(request: EditRequest) -> list[bytes | str]:
+def _request_items(request: EditInputs) -> list[bytes | str]:
     items: list[bytes | str] = [
         "model", request.model,
         "prompt", request.prompt,
@@ -65,9 +65,9 @@ def _request_items(request: EditRequest) -> list[bytes | str]:
     return items
 
 
-def _decode_request(values: dict[bytes, bytes]) -> EditRequest:
+def _decode_request(values: dict[bytes, bytes]) -> EditInputs:
     images = sorted((k for k in values if k.startswith(b"image:")), key=lambda k: int(k[6:]))
-    return EditRequest(
+    return EditInputs(
         model=text(values[b"model"]),
         images=[values[k] for k in images],
         prompt=text(values[b"prompt"]),
@@ -94,7 +94,7 @@ class RedisJobStore:
         self._apply = script(redis, "apply")
 
     async def create(
-        self, job: Job, event: NewEvent, request: EditRequest | None
+        self, job: Job, event: NewEvent, request: EditInputs | None
     ) -> tuple[Job, bool]:
         k = self.keys
         keys = [k.job(job.id), k.events(job.id), k.request(job.id), k.queue(job.model)]
@@ -134,7 +134,7 @@ class RedisJobStore:
             return None
         return _decode_job([item for pair in values.items() for item in pair])
 
-    async def get_request(self, job_id: str) -> EditRequest | None:
+    async def get_request(self, job_id: str) -> EditInputs | None:
         with reachable():
             values = await self.redis.hgetall(self.keys.request(job_id))
         return _decode_request(cast(dict[bytes, bytes], values)) if values else None

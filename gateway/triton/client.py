@@ -23,7 +23,8 @@ from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from gateway.store.job_models import EditRequest
+from gateway.errors import ErrorCode
+from gateway.store.job_models import EditInputs
 from qie_engine.contract import (
     INPUT_DESCRIBE,
     INPUT_IMAGES,
@@ -38,6 +39,7 @@ from qie_engine.contract import (
 
 log = logging.getLogger(__name__)
 
+INPUT_STATUS = 422
 _CODE_PREFIX = re.compile(r"^\[(?P<code>[a-z_]+)\]\s*(?P<message>.*)$", re.DOTALL)
 
 
@@ -45,7 +47,7 @@ class TritonCallError(Exception):
     """A failed Triton call, classified: kind is input|cancelled|unavailable|queue_full|
     model_unavailable|deadline|internal."""
 
-    def __init__(self, kind: str, code: str, message: str) -> None:
+    def __init__(self, kind: str, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.code = code
@@ -53,30 +55,41 @@ class TritonCallError(Exception):
 
 
 # Errors Triton itself raises, by a word of their message: (word, kind, code, message).
+NOT_LOADED = "the model is not loaded"
 _TRITON_ERRORS = (
-    ("maximum queue size", "queue_full", "queue_full", "Triton's queue is full"),
-    ("unknown model", "model_unavailable", "model_unavailable", "the model is not loaded"),
-    ("is not ready", "model_unavailable", "model_unavailable", "the model is not loaded"),
-    ("not found", "model_unavailable", "model_unavailable", "the model is not loaded"),
+    ("maximum queue size", "queue_full", ErrorCode.QUEUE_FULL, "Triton's queue is full"),
+    ("unknown model", "model_unavailable", ErrorCode.MODEL_UNAVAILABLE, NOT_LOADED),
+    ("is not ready", "model_unavailable", ErrorCode.MODEL_UNAVAILABLE, NOT_LOADED),
+    ("not found", "model_unavailable", ErrorCode.MODEL_UNAVAILABLE, NOT_LOADED),
 )
 _STATUSES = {
-    grpc.StatusCode.UNAVAILABLE: ("unavailable", "triton_unavailable", "Triton is not reachable"),
+    grpc.StatusCode.UNAVAILABLE: (
+        "unavailable",
+        ErrorCode.TRITON_UNAVAILABLE,
+        "Triton is not reachable",
+    ),
     grpc.StatusCode.DEADLINE_EXCEEDED: (
         "deadline",
-        "deadline_exceeded",
+        ErrorCode.DEADLINE_EXCEEDED,
         "the request ran out of time",
     ),
-    grpc.StatusCode.CANCELLED: ("cancelled", "cancelled", "the request was cancelled"),
+    grpc.StatusCode.CANCELLED: ("cancelled", ErrorCode.CANCELLED, "the request was cancelled"),
 }
 
 
 def _from_model(code: str, text: str) -> TritonCallError:
-    """An error raised by our models: "[code] message"."""
-    if code == "cancelled":
-        return TritonCallError("cancelled", code, text)
-    if code == "internal":
-        return TritonCallError("internal", "model_error", text)
-    return TritonCallError("input", code, text)
+    """An error raised by our models: "[code] message"; a code we do not know is the model's
+    fault, not the caller's."""
+    known = ErrorCode.known(code)
+    if known is ErrorCode.CANCELLED:
+        return TritonCallError("cancelled", known, text)
+    if known is ErrorCode.MODEL_UNAVAILABLE:
+        return TritonCallError("model_unavailable", known, text)
+    if known is None or known.status != INPUT_STATUS:
+        if known is None and code != "internal":
+            log.warning("the model answered an unknown error code %r", code)
+        return TritonCallError("internal", ErrorCode.MODEL_ERROR, text)
+    return TritonCallError("input", known, text)
 
 
 def classify_error(message: str, status: grpc.StatusCode | None = None) -> TritonCallError:
@@ -95,8 +108,8 @@ def classify_error(message: str, status: grpc.StatusCode | None = None) -> Trito
         if word in lowered:
             return TritonCallError(kind, code, text)
     if "stub process" in lowered and "not healthy" in lowered:
-        return TritonCallError("internal", "model_crashed", "the model instance crashed")
-    return TritonCallError("internal", "triton_error", "Triton failed to run the edit")
+        return TritonCallError("internal", ErrorCode.MODEL_CRASHED, "the model instance crashed")
+    return TritonCallError("internal", ErrorCode.TRITON_ERROR, "Triton failed to run the edit")
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -120,7 +133,7 @@ def _bytes_input(name: str, values: list[bytes]) -> InferInput:
     return tensor
 
 
-def build_inputs(call: EditRequest) -> list[InferInput]:
+def build_inputs(call: EditInputs) -> list[InferInput]:
     inputs = [
         _bytes_input(INPUT_IMAGES, call.images),
         _bytes_input(INPUT_PROMPT, [call.prompt.encode()]),
@@ -161,7 +174,7 @@ class TritonPool:
         candidates = serving or self.endpoints
         return min(candidates, key=lambda e: e.outstanding)
 
-    async def stream_edit(self, call: EditRequest) -> AsyncIterator[ProgressEvent | FinalResult]:
+    async def stream_edit(self, call: EditInputs) -> AsyncIterator[ProgressEvent | FinalResult]:
         """Yield progress events, then one FinalResult; raise TritonCallError on failure.
 
         A connection that fails before any response is retried with backoff (the request never
@@ -177,7 +190,7 @@ class TritonPool:
             await stream.aclose()
 
     async def _start(
-        self, call: EditRequest
+        self, call: EditInputs
     ) -> tuple[AsyncGenerator[ProgressEvent | FinalResult], ProgressEvent | FinalResult]:
         """Open a stream and read its first response, retrying while Triton is unreachable."""
         retrying = AsyncRetrying(
@@ -201,7 +214,7 @@ class TritonPool:
         raise AssertionError("tenacity reraises the last error")
 
     async def _stream_once(
-        self, endpoint: Endpoint, call: EditRequest
+        self, endpoint: Endpoint, call: EditInputs
     ) -> AsyncGenerator[ProgressEvent | FinalResult]:
         done = asyncio.Event()
 
@@ -228,7 +241,9 @@ class TritonPool:
                 finished = True
                 yield FinalResult(meta=ResultMeta.model_validate(event), image=bytes(image[0]))
                 return
-            raise TritonCallError("internal", "triton_error", "Triton closed the stream early")
+            raise TritonCallError(
+                "internal", ErrorCode.TRITON_ERROR, "Triton closed the stream early"
+            )
         except grpc.aio.AioRpcError as exc:
             raise classify_error(exc.details() or "", exc.code()) from None
         except InferenceServerException as exc:
@@ -259,7 +274,7 @@ class TritonPool:
             raise classify_error(exc.details() or "", exc.code()) from None
         finally:
             responses.cancel()
-        raise TritonCallError("internal", "triton_error", "no answer to DESCRIBE")
+        raise TritonCallError("internal", ErrorCode.TRITON_ERROR, "no answer to DESCRIBE")
 
     async def refresh(self) -> None:
         """Poll every endpoint's liveness and ready models; never raises."""

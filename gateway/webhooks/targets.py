@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, ErrorCode
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -86,19 +86,19 @@ class CallbackPolicy:
             port = -1
         if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
             raise ApiError(
-                "invalid_callback_url",
+                ErrorCode.INVALID_CALLBACK_URL,
                 "callback_url must be an absolute http:// or https:// URL",
                 detail={"field": "callback_url"},
             )
         if not self.allowed_hosts:
             raise ApiError(
-                "callback_not_allowed",
+                ErrorCode.CALLBACK_NOT_ALLOWED,
                 f"this gateway sends no webhooks: {HOW_TO_ALLOW}",
                 detail={"field": "callback_url"},
             )
         if self.match(parts.hostname) is None:
             raise ApiError(
-                "callback_not_allowed",
+                ErrorCode.CALLBACK_NOT_ALLOWED,
                 f"the callback host {parts.hostname!r} is not allowed: {HOW_TO_ALLOW}",
                 detail={"field": "callback_url"},
             )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from scripts.stack import TritonServer
+from dev_stack.triton import TritonServer
 from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS, DESKTOP, ConsoleWatch
 from tests.gateway_server import GatewayServer, running_gateway
 

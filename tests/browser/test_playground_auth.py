@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from scripts.stack import TritonServer
+from dev_stack.triton import TritonServer
 from tests import images
 from tests.browser.chromium import ConsoleWatch, screenshot
 from tests.browser.playground_page import Playground, image_file

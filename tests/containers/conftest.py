@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scripts import docker_engine
-from tests.containers.running_stack import RunningStack, start_stack
+from dev_stack import docker_engine
+from dev_stack.containers import RunningStack, start_stack
 
 
 @pytest.fixture(scope="session")

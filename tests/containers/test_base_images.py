@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts import base_images
-from scripts.compose_stack import docker
+from dev_stack import base_images
+from dev_stack.compose import docker
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 NAMES = ["python", "tritonserver", "redis", "prometheus"]

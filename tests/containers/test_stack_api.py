@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dev_stack.containers import API_KEY, SERVICES, RunningStack
 from qie_client.client import QieError
 from tests import images
-from tests.containers.running_stack import API_KEY, SERVICES, RunningStack
 from tests.gateway_server import wait_for
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.containers.running_stack import RunningStack
+from dev_stack.containers import RunningStack
 from tests.gateway_server import wait_for
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]

@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from scripts.compose_stack import GATEWAY
+from dev_stack.compose import GATEWAY
+from dev_stack.containers import RunningStack
 from tests import images
-from tests.containers.running_stack import RunningStack
 from tests.gateway_server import wait_for
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]

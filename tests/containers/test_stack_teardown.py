@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.compose_stack import docker
-from tests.containers.running_stack import SERVICES, RunningStack
+from dev_stack.compose import docker
+from dev_stack.containers import SERVICES, RunningStack
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 

@@ -1,4 +1,4 @@
-"""scripts/base_images.py without an engine: which real images it stands in for, which mirror it
+"""dev_stack/base_images.py without an engine: which real images it stands in for, which mirror it
 takes, and the dev model the Triton image builds being readable by the image's user."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import base_images
+from dev_stack import base_images
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from scripts.compose_stack import compose_binary
+from dev_stack.compose import compose_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -231,7 +231,7 @@ def test_every_service_has_memory_and_cpu_limits(compose: Compose) -> None:
 
 
 def test_images_that_are_pulled_default_to_pinned_official_tags(compose: Compose) -> None:
-    # Variables, so that a host with no registry runs local stand-ins (scripts/base_images.py).
+    # Variables, so that a host with no registry runs local stand-ins (dev_stack/base_images.py).
     assert service(compose, "redis")["image"] == "${REDIS_IMAGE:-redis:7.4.2-alpine}"
     assert service(compose, "prometheus")["image"] == (
         "${PROMETHEUS_IMAGE:-prom/prometheus:v2.55.1}"

@@ -1,10 +1,14 @@
-"""The Triton model repository: one tensor contract, decoupled models, thin model.py adapters."""
+"""The Triton model repository: one tensor contract written once (qie_engine/contract.py, added by
+each model's auto_complete_config), decoupled models, thin model.py adapters."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 from google.protobuf import json_format, text_format
@@ -18,16 +22,33 @@ REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODELS = sorted(path.parent.name for path in REPOSITORY.glob("*/config.pbtxt"))
 CONFIGS = sorted(REPOSITORY.glob("*/config.pbtxt")) + sorted(REPOSITORY.glob("*/configs/*.pbtxt"))
 
-STRING, BOOL = pb.DataType.TYPE_STRING, pb.DataType.TYPE_BOOL
-# (name, data type, dims, optional), in the order of docs/tensor-contract.md.
+# The order of docs/tensor-contract.md.
 CONTRACT_INPUTS = [
-    (contract.INPUT_IMAGES, STRING, [-1], True),
-    (contract.INPUT_PROMPT, STRING, [1], True),
-    (contract.INPUT_NEGATIVE_PROMPT, STRING, [1], True),
-    (contract.INPUT_OPTIONS, STRING, [1], True),
-    (contract.INPUT_DESCRIBE, BOOL, [1], True),
+    {"name": "IMAGES", "data_type": "TYPE_STRING", "dims": [-1], "optional": True},
+    {"name": "PROMPT", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
+    {"name": "NEGATIVE_PROMPT", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
+    {"name": "OPTIONS", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
+    {"name": "DESCRIBE", "data_type": "TYPE_BOOL", "dims": [1], "optional": True},
 ]
-CONTRACT_OUTPUTS = [(contract.OUTPUT_EVENT, STRING, [1]), (contract.OUTPUT_IMAGE, STRING, [1])]
+CONTRACT_OUTPUTS = [
+    {"name": "EVENT", "data_type": "TYPE_STRING", "dims": [1]},
+    {"name": "IMAGE", "data_type": "TYPE_STRING", "dims": [1]},
+]
+
+
+def backend_utils() -> ModuleType:
+    """triton_python_backend_utils as the Python backend ships it (in the nvidia-pytriton wheel):
+    its ModelConfig is what auto_complete_config is handed."""
+    spec = importlib.util.find_spec("pytriton")
+    assert spec is not None and spec.submodule_search_locations
+    path = Path(spec.submodule_search_locations[0]) / "tritonserver" / "backends" / "python"
+    module_spec = importlib.util.spec_from_file_location(
+        "triton_python_backend_utils", path / "triton_python_backend_utils.py"
+    )
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def load(path: Path) -> pb.ModelConfig:
@@ -53,18 +74,41 @@ def test_config_is_a_python_model_named_after_its_folder(path: Path) -> None:
     assert (folder / "1" / "model.py").is_file()
 
 
+def as_triton_json(path: Path) -> str:
+    """The config as Triton hands it to auto_complete_config: JSON, every field present."""
+    data: dict[str, Any] = json_format.MessageToDict(
+        load(path), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return json.dumps(data)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=config_id)
-def test_every_model_declares_the_one_tensor_contract(path: Path) -> None:
+def test_config_pbtxt_declares_no_tensors_the_contract_is_their_one_home(path: Path) -> None:
     config = load(path)
-    inputs = [(t.name, t.data_type, list(t.dims), t.optional) for t in config.input]
-    outputs = [(t.name, t.data_type, list(t.dims)) for t in config.output]
-    assert inputs == CONTRACT_INPUTS
-    assert outputs == CONTRACT_OUTPUTS
+    assert not config.input and not config.output
+    assert not config.HasField("model_transaction_policy")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=config_id)
-def test_every_model_is_decoupled(path: Path) -> None:
-    assert load(path).model_transaction_policy.decoupled is True
+def test_auto_complete_gives_every_model_the_one_decoupled_contract(path: Path) -> None:
+    config = backend_utils().ModelConfig(as_triton_json(path))
+    completed = contract.auto_complete(config).as_dict()
+    assert completed["input"] == CONTRACT_INPUTS
+    assert completed["output"] == CONTRACT_OUTPUTS
+    assert completed["model_transaction_policy"]["decoupled"] is True
+    assert completed["max_batch_size"] == 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_py_completes_its_config_from_the_contract(model: str) -> None:
+    tree = ast.parse((REPOSITORY / model / "1" / "model.py").read_text())
+    model_class = next(node for node in tree.body if isinstance(node, ast.ClassDef))
+    hook = next(
+        node
+        for node in model_class.body
+        if isinstance(node, ast.FunctionDef) and node.name == "auto_complete_config"
+    )
+    assert "contract.auto_complete" in ast.unparse(hook)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=config_id)
@@ -125,3 +169,25 @@ def test_model_py_is_a_thin_adapter(model: str) -> None:
     methods = {node.name for node in classes[0].body if isinstance(node, ast.FunctionDef)}
     assert {"initialize", "execute"} <= methods
     assert "RequestAdapter" in source  # requests are served by qie_engine, not here
+
+
+def doc_table(section: str) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, wire type, dims) of each row of a table in docs/tensor-contract.md."""
+    text = (REPOSITORY.parent / "docs" / "tensor-contract.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in body.splitlines():
+        cells = [cell.strip().strip("`") for cell in line.strip("|").split("|")]
+        if len(cells) >= 3 and cells[1] in ("BYTES", "BOOL"):
+            dims = tuple(int(d) for d in cells[2].strip("[]").split(","))
+            rows.append((cells[0], cells[1], dims))
+    return rows
+
+
+def test_the_contract_document_states_the_contract() -> None:
+    def wire(tensor: contract.TensorSpec) -> tuple[str, str, tuple[int, ...]]:
+        kind = "BYTES" if tensor.data_type == "TYPE_STRING" else "BOOL"
+        return (tensor.name, kind, tensor.dims)
+
+    assert doc_table("Inputs") == [wire(t) for t in contract.INPUTS]
+    assert doc_table("Outputs") == [wire(t) for t in contract.OUTPUTS]

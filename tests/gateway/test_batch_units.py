@@ -15,39 +15,32 @@ from typing import Any
 
 import pytest
 
+from dev_stack.processes import free_port
+from gateway.app import build
 from gateway.batches.archive import ZIP_EPOCH, ArchiveEntry, build_zip, clean_name, entry_names
+from gateway.batches.events import BatchEvent, BatchEvents, encode_cursor, parse_cursor
 from gateway.batches.progress import BatchTally, tally
-from gateway.batches.service import (
-    BatchEvent,
-    BatchService,
-    BatchSubmission,
-    encode_cursor,
-    parse_cursor,
-)
-from gateway.errors import ApiError
+from gateway.batches.service import BatchService, BatchSubmission
+from gateway.errors import ApiError, ErrorCode
 from gateway.http import batch_forms
 from gateway.http.batch_forms import variation_count, variation_seeds
-from gateway.jobs.service import EXPIRED, JobService, Refusal, Submission
-from gateway.metrics import Metrics
+from gateway.http.deps import Services
+from gateway.jobs.following import EXPIRED
+from gateway.jobs.submission import Refusal, Submission
 from gateway.settings import Settings
 from gateway.store import Backend, open_backend
 from gateway.store.batch_models import Batch, idempotent_batch_id
-from gateway.store.job_models import EditRequest, Job, JobStatus, NewEvent, new_job_id
+from gateway.store.job_models import EditInputs, Job, JobStatus, NewEvent, new_job_id
 from gateway.store.job_store import JobStore
 from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
-from gateway.triton.client import TritonPool
-from gateway.triton.registry import ModelRegistry
-from gateway.webhooks.sender import WebhookSender
-from gateway.webhooks.targets import CallbackPolicy
 from qie_engine.contract import MAX_SEED
-from scripts.stack import free_port
 from tests.gateway.test_job_store import IMAGE_BYTES, Clock, async_test
 
 MODEL = "qwen_image_edit"
 OWNER = "owner-a"
 TTL_S = 3600
-NOT_AN_IMAGE = ("unsupported_format", "the file is not a JPEG, PNG or WebP image")
-NOT_AN_IMAGE_ERROR = {"code": NOT_AN_IMAGE[0], "message": NOT_AN_IMAGE[1]}
+NOT_AN_IMAGE = (ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file is not a JPEG, PNG or WebP image")
+NOT_AN_IMAGE_ERROR = {"code": NOT_AN_IMAGE[0].value, "message": NOT_AN_IMAGE[1]}
 WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL"} | {
     f"{p}{n}" for p in ("COM", "LPT") for n in "0123456789"
 }
@@ -407,10 +400,17 @@ def test_random_variation_seeds_are_consecutive_and_differ_between_batches() -> 
 
 
 @dataclass
-class Services:
-    batches: BatchService
-    jobs: JobService
+class Parts:
+    services: Services
     backend: Backend
+
+    @property
+    def batches(self) -> BatchService:
+        return self.services.batches
+
+    @property
+    def events(self) -> BatchEvents:
+        return self.services.batch_events
 
     @property
     def store(self) -> JobStore:
@@ -423,30 +423,27 @@ class Services:
 @contextlib.asynccontextmanager
 async def services(
     backend: Backend | None = None, *, max_queue_depth: int = 32
-) -> AsyncIterator[Services]:
+) -> AsyncIterator[Parts]:
     """A batch service whose jobs queue for a Triton that is not there: nothing runs them."""
     backend = backend or open_backend(None, ttl_s=TTL_S, replica="replica-a", lease_s=5)
     triton = f"127.0.0.1:{free_port()}"
-    pool = TritonPool([triton], retries=0)
-    webhooks = WebhookSender("", CallbackPolicy())
     settings = Settings(
         auth_disabled=True,
         triton_urls=[triton],
         replica_id="replica-a",
         max_queue_depth=max_queue_depth,
     )
-    registry = ModelRegistry(pool, Metrics(), MODEL, None)
-    jobs = JobService(backend, pool, registry, webhooks, settings)
+    built, background = build(settings, backend)
     try:
-        yield Services(BatchService(jobs, backend.batches, TTL_S), jobs, backend)
+        yield Parts(built, backend)
     finally:
-        await webhooks.close()
-        await pool.close()
+        await background.webhooks.close()
+        await background.pool.close()
         await backend.store.close()
 
 
 def edit(owner: str = OWNER, prompt: str = "make it blue") -> Submission:
-    request = EditRequest(MODEL, [IMAGE_BYTES], prompt, None, '{"steps":4}', "req-1")
+    request = EditInputs(MODEL, [IMAGE_BYTES], prompt, None, '{"steps":4}', "req-1")
     return Submission(owner, request, deadline_s=300, request_hash=f"hash:{prompt}")
 
 
@@ -560,7 +557,7 @@ async def test_another_owners_batch_is_reported_like_a_missing_one() -> None:
                 s.batches.get(batch_id, owner),
                 s.batches.cancel(batch_id, owner),
                 s.batches.archive(batch_id, owner),
-                s.batches.events(batch_id, owner, None),
+                s.events.events(batch_id, owner, None),
             ]
             for call in calls:
                 error = await api_error(call)
@@ -743,7 +740,7 @@ async def test_a_batch_outlives_its_jobs_and_counts_an_expired_one_as_failed() -
         with zipfile.ZipFile(io.BytesIO(archive.data)) as zipped:
             assert zipped.namelist() == ["b-edited.png"]
 
-        events = await collect(await s.batches.events(batch.id, OWNER, None))
+        events = await collect(await s.events.events(batch.id, OWNER, None))
         assert events == [
             (
                 "error",
@@ -832,7 +829,7 @@ async def test_the_stream_tags_each_jobs_events_and_sums_up_as_jobs_end() -> Non
         batch = (await s.batches.submit(sub)).batch
         cat, notes = batch.job_ids
         cat_tag, notes_tag = {"job_id": cat, "index": 0}, {"job_id": notes, "index": 1}
-        stream = await s.batches.events(batch.id, OWNER, None)
+        stream = await s.events.events(batch.id, OWNER, None)
 
         async def next_event() -> tuple[str, dict[str, Any], str]:
             event = await asyncio.wait_for(anext(stream), 4)
@@ -872,7 +869,7 @@ async def test_an_ended_batch_replays_its_events_and_resumes_after_a_cursor() ->
         await complete(s.store, cat, IMAGE_BYTES)
         final = ("batch", summary(batch.id, "partial", (0, 0, 1, 1, 0), final=True), "3.1")
 
-        replay = await collect(await s.batches.events(batch.id, OWNER, None))
+        replay = await collect(await s.events.events(batch.id, OWNER, None))
 
         # Each ended job's events in item order; just the last summary.
         assert [(event, data.get("job_id"), cursor) for event, data, cursor in replay] == [
@@ -883,16 +880,16 @@ async def test_an_ended_batch_replays_its_events_and_resumes_after_a_cursor() ->
             ("batch", None, "3.1"),
         ]
         assert replay[-1] == final
-        resumed = await collect(await s.batches.events(batch.id, OWNER, "1.1"))
+        resumed = await collect(await s.events.events(batch.id, OWNER, "1.1"))
         assert [(event, data.get("job_id"), cursor) for event, data, cursor in resumed] == [
             ("started", cat, "2.1"),
             ("completed", cat, "3.1"),
             ("batch", None, "3.1"),
         ]
         assert [data for _, data, _ in resumed] == [data for _, data, _ in replay[1:3]] + [final[1]]
-        assert await collect(await s.batches.events(batch.id, OWNER, "3.1")) == [final]
+        assert await collect(await s.events.events(batch.id, OWNER, "3.1")) == [final]
         for cursor in ("9.9.9", "3", "garbage"):  # not this batch's cursor: from the beginning
-            assert await collect(await s.batches.events(batch.id, OWNER, cursor)) == replay
+            assert await collect(await s.events.events(batch.id, OWNER, cursor)) == replay
 
 
 # --- Redis: two replicas ----------------------------------------------------------------------

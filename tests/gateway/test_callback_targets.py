@@ -13,7 +13,7 @@ import pytest
 
 from gateway.errors import ApiError
 from gateway.store.job_models import Job, JobStatus
-from gateway.webhooks.sender import WebhookSender
+from gateway.webhooks.sender import WebhookSender, sign
 from gateway.webhooks.targets import CallbackPolicy, CallbackRefused, resolve
 
 PUBLIC = "93.184.216.34"
@@ -207,3 +207,27 @@ def test_metadata_addresses_are_link_local_or_listed() -> None:
     policy = CallbackPolicy(["x"], allow_loopback=True)
     for address in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"):
         assert policy.refusal(ipaddress.ip_address(address), exact=True) is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x/y",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "http://",
+        "/relative",
+        "http://x:99999/",
+    ],
+)
+def test_callback_urls_must_be_absolute_http(url: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        CallbackPolicy(["x"]).check_url(url)
+    assert (refused.value.status, refused.value.code) == (422, "invalid_callback_url")
+
+
+def test_webhook_signature_covers_timestamp_and_body() -> None:
+    signature = sign("k", "1700000000", b'{"a":1}')
+    assert signature.startswith("sha256=")
+    assert signature != sign("k", "1700000001", b'{"a":1}')
+    assert signature != sign("k", "1700000000", b'{"a":2}')

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.store.job_models import EditRequest, Job, NewEvent, new_job_id
+from gateway.store.job_models import EditInputs, Job, NewEvent, new_job_id
 from gateway.store.job_store import JobQueue, JobStore, Ticket
 from gateway.store.memory_store import MemoryJobQueue, MemoryJobStore
 from gateway.store.redis_connection import connect
@@ -82,7 +82,7 @@ async def submit(store: JobStore, model: str = MODEL) -> str:
         replica="x",
         created_at=time.time(),
     )
-    request = EditRequest(model, [b"img"], "invert", None, "{}", "r")
+    request = EditInputs(model, [b"img"], "invert", None, "{}", "r")
     await store.create(job, NewEvent("queued"), request)
     return job.id
 

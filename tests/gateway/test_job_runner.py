@@ -6,16 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.jobs.lifecycle import JobLifecycle
-from gateway.jobs.runner import JobRunner
-from gateway.metrics import Metrics
+from dev_stack.processes import free_port
+from gateway.app import build
+from gateway.settings import Settings
 from gateway.store import Backend
-from gateway.store.job_models import EditRequest, Job, JobStatus, NewEvent, new_job_id
+from gateway.store.job_models import EditInputs, Job, JobStatus, NewEvent, new_job_id
 from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
-from gateway.triton.client import TritonPool
-from gateway.webhooks.sender import WebhookSender
-from gateway.webhooks.targets import CallbackPolicy
-from scripts.stack import free_port
 from tests.gateway.test_job_store import async_test
 
 MODEL = "classic_edit"
@@ -35,13 +31,9 @@ def job(**fields: object) -> Job:
 
 async def run_until_final(store: MemoryJobStore, queue: MemoryJobQueue, job_id: str) -> Job:
     # Nothing listens at this Triton: a job that reached it would fail triton_unavailable.
-    pool = TritonPool([f"127.0.0.1:{free_port()}"], retries=0)
-    metrics = Metrics()
-    webhooks = WebhookSender("", CallbackPolicy())
-    lifecycle = JobLifecycle(store, metrics, webhooks)
-    runner = JobRunner(
-        Backend(store, queue, MemoryBatchStore()), pool, lifecycle, lambda _m: 1, lease_s=3
-    )
+    settings = Settings(auth_disabled=True, triton_urls=[f"127.0.0.1:{free_port()}"])
+    _, background = build(settings, Backend(store, queue, MemoryBatchStore()))
+    runner = background.runner
     runner.serve(MODEL)
     try:
         for _ in range(100):
@@ -52,8 +44,8 @@ async def run_until_final(store: MemoryJobStore, queue: MemoryJobQueue, job_id: 
         raise AssertionError("the job did not end")
     finally:
         await runner.stop_taking()
-        await webhooks.close()
-        await pool.close()
+        await background.webhooks.close()
+        await background.pool.close()
 
 
 @async_test
@@ -61,7 +53,7 @@ async def test_a_job_whose_runner_died_twice_fails_with_a_clear_reason() -> None
     queue = MemoryJobQueue()
     store = MemoryJobStore(queue)
     orphan = job(status=JobStatus.PROCESSING, attempts=2)
-    await store.create(orphan, NewEvent("queued"), EditRequest(MODEL, [b"x"], "p", None, "{}", "r"))
+    await store.create(orphan, NewEvent("queued"), EditInputs(MODEL, [b"x"], "p", None, "{}", "r"))
 
     final = await run_until_final(store, queue, orphan.id)
 
@@ -76,7 +68,7 @@ async def test_a_job_past_its_deadline_when_taken_never_reaches_triton() -> None
     queue = MemoryJobQueue()
     store = MemoryJobStore(queue)
     late = job(deadline_at=time.time() - 1)
-    await store.create(late, NewEvent("queued"), EditRequest(MODEL, [b"x"], "p", None, "{}", "r"))
+    await store.create(late, NewEvent("queued"), EditInputs(MODEL, [b"x"], "p", None, "{}", "r"))
 
     final = await run_until_final(store, queue, late.id)
 

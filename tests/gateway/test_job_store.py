@@ -16,11 +16,12 @@ import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from dev_stack.redis import RedisServer
 from gateway.errors import StoreUnavailable
 from gateway.store import open_backend
 from gateway.store.batch_models import Batch, BatchItem
 from gateway.store.job_models import (
-    EditRequest,
+    EditInputs,
     IdempotencyConflict,
     Job,
     JobEvent,
@@ -33,7 +34,6 @@ from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJ
 from gateway.store.redis_connection import connect
 from gateway.store.redis_queue import RedisJobQueue
 from gateway.store.redis_store import RedisBatchStore, RedisJobStore
-from scripts.stack import RedisServer
 
 TTL_S = 3600
 # Far above the store's 2 s socket timeout, far below anything a person would call a hang.
@@ -114,8 +114,8 @@ def async_test(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     return run
 
 
-def edit_request(model: str = "classic_edit") -> EditRequest:
-    return EditRequest(model, [IMAGE_BYTES, b"second"], "invert", None, '{"seed":1}', "req-1")
+def edit_request(model: str = "classic_edit") -> EditInputs:
+    return EditInputs(model, [IMAGE_BYTES, b"second"], "invert", None, '{"seed":1}', "req-1")
 
 
 async def create(store: JobStore, job: Job, event: NewEvent = QUEUED) -> tuple[Job, bool]:

@@ -18,11 +18,13 @@ from fastapi import UploadFile
 from PIL import Image
 
 from gateway.errors import ApiError
-from gateway.http.forms import Caller, ProcessForm, SubmissionReader
-from gateway.jobs.service import Submission
+from gateway.http.error_handlers import from_engine
+from gateway.http.forms import Caller, FormReader, ProcessForm
+from gateway.jobs.submission import Submission
 from gateway.settings import Settings
 from gateway.triton.registry import ModelInfo
 from gateway.webhooks.targets import CallbackPolicy
+from qie_engine.errors import InvalidInput
 from tests import images
 
 SMALL_PIXELS = 64 * 48
@@ -35,10 +37,10 @@ MODELS = {
 CALLER = Caller(owner="owner-a", request_id="req-1")
 
 
-def reader(**settings: Any) -> SubmissionReader:
+def reader(**settings: Any) -> FormReader:
     values = {"GATEWAY_AUTH_DISABLED": True, **settings}
     parsed = Settings.model_validate(values)
-    return SubmissionReader(parsed, CallbackPolicy(parsed.webhook_allowed_hosts), MODELS)
+    return FormReader(parsed, CallbackPolicy(parsed.webhook_allowed_hosts), MODELS)
 
 
 def upload(data: bytes, name: str = "photo.png") -> UploadFile:
@@ -57,9 +59,11 @@ def read(the_form: ProcessForm, caller: Caller = CALLER, **settings: Any) -> Sub
 
 
 def refused(the_form: ProcessForm, **settings: Any) -> ApiError:
-    with pytest.raises(ApiError) as error:
+    """The refusal as the API answers it (the engine's input errors through the one handler)."""
+    with pytest.raises((ApiError, InvalidInput)) as error:
         read(the_form, **settings)
-    return error.value
+    refusal = error.value
+    return from_engine(refusal) if isinstance(refusal, InvalidInput) else refusal
 
 
 def psd_bytes(width: int = 32, height: int = 24) -> bytes:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from httpx_sse import connect_sse
 
-from scripts.stack import TritonServer
+from dev_stack.triton import TritonServer
 from tests import images
 from tests.gateway_server import KEY_A, KEY_B, GatewayServer, running_gateway, wait_for
 from tests.model_metrics import model_counts, steps_until_cancelled

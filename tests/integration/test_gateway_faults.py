@@ -10,8 +10,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from dev_stack.gateways import GatewayProcess, gateway_env
+from dev_stack.processes import free_port
+from dev_stack.redis import RedisServer
+from dev_stack.triton import TritonServer
 from qie_client.client import QieClient, QieError
-from scripts.stack import GatewayProcess, RedisServer, TritonServer, free_port, gateway_env
 from tests import images
 from tests.gateway_server import KEY_A, running_gateway, wait_for
 from tests.model_metrics import model_counts, steps_until_cancelled

@@ -17,8 +17,8 @@ import httpx
 import numpy as np
 import pytest
 
+from dev_stack.triton import TritonServer
 from qie_client.client import QieClient, QieError
-from scripts.stack import TritonServer
 from tests import images
 from tests.gateway_server import KEY_A, KEY_B, GatewayServer, running_gateway, wait_for
 from tests.model_metrics import model_counts, steps_until_cancelled

@@ -36,7 +36,8 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from scripts.stack import ROOT, TritonServer
+from dev_stack.processes import ROOT
+from dev_stack.triton import TritonServer
 from tests import images
 from tests.gateway_server import (
     KEY_A,

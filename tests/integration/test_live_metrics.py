@@ -7,8 +7,8 @@ import re
 import httpx
 import pytest
 
+from dev_stack.triton import TritonServer
 from qie_client.client import QieError
-from scripts.stack import TritonServer
 from tests import images
 from tests.deploy.metric_names import GPU_ONLY_METRICS, used_metric_names
 from tests.gateway_server import GatewayServer

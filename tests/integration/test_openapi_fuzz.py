@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.stack import ROOT, TritonServer
+from dev_stack.processes import ROOT
+from dev_stack.triton import TritonServer
 from tests.gateway_server import KEY_A, GatewayServer, running_gateway
 
 pytestmark = pytest.mark.integration

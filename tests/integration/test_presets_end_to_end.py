@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from dev_stack.triton import TritonServer
+from dev_stack.triton_stream import stream_edit
 from qie_client.client import QieClient
-from scripts.stack import TritonServer
-from scripts.triton_stream import stream_edit
 from tests import images
 from tests.gateway_server import GatewayServer
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from scripts.stack import TritonServer
+from dev_stack.triton import TritonServer
 from tests import images
 from tests.gateway_server import KEY_A, GatewayServer, running_gateway, wait_for
 

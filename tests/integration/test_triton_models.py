@@ -6,11 +6,14 @@ import queue
 import time
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
-from scripts.stack import ROOT, SHM_DIR, TritonServer
-from scripts.triton_stream import EditStream, StreamResult, edit_inputs, stream_edit
+from dev_stack.processes import ROOT
+from dev_stack.triton import SHM_DIR, TritonServer
+from dev_stack.triton_stream import EditStream, StreamResult, edit_inputs, stream_edit
+from qie_engine import contract
 from tests import images
 from tests.model_metrics import model_counts, steps_until_cancelled
 
@@ -26,6 +29,23 @@ def assert_good_qwen_edit(server: TritonServer) -> None:
     assert result.steps == [1, 2]
     assert result.image is not None
     assert images.decode(result.image).size == (64, 64)
+
+
+@pytest.mark.parametrize("model", [CLASSIC, QWEN])
+def test_triton_serves_each_model_with_the_contracts_tensors(
+    triton_server: TritonServer, model: str
+) -> None:
+    """config.pbtxt names no tensor: Triton took them from the model's auto_complete_config."""
+    config = httpx.get(f"{triton_server.http_url}/v2/models/{model}/config", timeout=10).json()
+    declared = {
+        (t["name"], t["data_type"], tuple(int(d) for d in t["dims"]), t.get("optional", False))
+        for t in config["input"] + config["output"]
+    }
+    expected = {
+        (t.name, t.data_type, t.dims, t.optional) for t in contract.INPUTS + contract.OUTPUTS
+    }
+    assert declared == expected
+    assert config["model_transaction_policy"]["decoupled"] is True
 
 
 def test_classic_edit_streams_progress_then_a_black_and_white_image(

@@ -1,4 +1,8 @@
-"""The batch routes: submit, status, the server-sent event stream, cancel and the zip."""
+"""The batch routes: submit, status, the server-sent event stream, cancel and the zip.
+
+Calls: BatchFormReader (the form), RateLimiter (a batch of N costs N), BatchService (submit,
+status, cancel, zip), BatchEvents (events).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
 from gateway.http.batch_forms import BatchForm
 from gateway.http.batch_views import batch_accepted, batch_view
-from gateway.http.deps import BatchReaderDep, BatchServiceDep, CallerDep, OwnerDep, RateLimiterDep
+from gateway.http.deps import CallerDep, OwnerDep, ServicesDep
 from gateway.http.routes.jobs import SSE_PING_S
 from gateway.http.schemas import BatchAccepted, BatchView, error_responses
 
@@ -28,21 +32,17 @@ ERRORS = error_responses(401, 404, 409, 410, 429, 503)
     summary="Edit several images with one prompt (or one image with several seeds)",
 )
 async def submit_batch(
-    form: Annotated[BatchForm, Form()],
-    caller: CallerDep,
-    reader: BatchReaderDep,
-    batches: BatchServiceDep,
-    limiter: RateLimiterDep,
+    form: Annotated[BatchForm, Form()], caller: CallerDep, services: ServicesDep
 ) -> JSONResponse:
-    submission = await reader.read(form, caller)
-    await limiter.check_batch(caller.owner, len(submission.entries))
-    body = batch_accepted(await batches.submit(submission)).model_dump()
+    submission = await services.batch_forms.read(form, caller)
+    await services.rate_limiter.check_batch(caller.owner, len(submission.entries))
+    body = batch_accepted(await services.batches.submit(submission)).model_dump()
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
 
 @router.get("/{batch_id}", response_model=BatchView, responses=ERRORS, summary="A batch's status")
-async def get_batch(batch_id: str, batches: BatchServiceDep, owner: OwnerDep) -> BatchView:
-    return batch_view(await batches.get(batch_id, owner))
+async def get_batch(batch_id: str, services: ServicesDep, owner: OwnerDep) -> BatchView:
+    return batch_view(await services.batches.get(batch_id, owner))
 
 
 @router.post(
@@ -51,8 +51,8 @@ async def get_batch(batch_id: str, batches: BatchServiceDep, owner: OwnerDep) ->
     responses=ERRORS,
     summary="Cancel every edit of the batch still unfinished",
 )
-async def cancel_batch(batch_id: str, batches: BatchServiceDep, owner: OwnerDep) -> BatchView:
-    return batch_view(await batches.cancel(batch_id, owner))
+async def cancel_batch(batch_id: str, services: ServicesDep, owner: OwnerDep) -> BatchView:
+    return batch_view(await services.batches.cancel(batch_id, owner))
 
 
 @router.get(
@@ -60,8 +60,8 @@ async def cancel_batch(batch_id: str, batches: BatchServiceDep, owner: OwnerDep)
     responses={**ERRORS, 200: {"content": {"application/zip": {}}}},
     summary="A zip of the finished images, named after their inputs",
 )
-async def get_batch_result(batch_id: str, batches: BatchServiceDep, owner: OwnerDep) -> Response:
-    archive = await batches.archive(batch_id, owner)
+async def get_batch_result(batch_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
+    archive = await services.batches.archive(batch_id, owner)
     headers = {
         "Content-Disposition": f'attachment; filename="batch-{archive.state.batch.id}.zip"',
         "X-Batch-Status": archive.state.tally.status,
@@ -77,11 +77,11 @@ async def get_batch_result(batch_id: str, batches: BatchServiceDep, owner: Owner
 )
 async def batch_events(
     batch_id: str,
-    batches: BatchServiceDep,
+    services: ServicesDep,
     owner: OwnerDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    events = await batches.events(batch_id, owner, last_event_id)
+    events = await services.batch_events.events(batch_id, owner, last_event_id)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         async for item in events:

@@ -1,4 +1,7 @@
-"""The job routes: status, result, cancel and the server-sent event stream."""
+"""The job routes: status, result, cancel and the server-sent event stream.
+
+Calls: JobLookup (status, result), JobCanceller (cancel), JobFollower (events).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from gateway.http.deps import JobServiceDep, OwnerDep
+from gateway.http.deps import OwnerDep, ServicesDep
 from gateway.http.job_views import job_view, process_response, result_headers
 from gateway.http.schemas import JobView, error_responses
-from gateway.jobs.service import StreamError
+from gateway.jobs.following import StreamError
 from gateway.store.job_models import JobEvent
 
 router = APIRouter(prefix="/jobs/{job_id}")
@@ -22,8 +25,8 @@ SSE_PING_S = 15
 
 
 @router.get("", response_model=JobView, responses=ERRORS, summary="A job's status")
-async def get_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobView:
-    return job_view(await service.get(job_id, owner))
+async def get_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> JobView:
+    return job_view(await services.lookup.get(job_id, owner))
 
 
 @router.get(
@@ -32,9 +35,9 @@ async def get_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobVi
     summary="The edited image: 409 until the job is done",
 )
 async def get_result(
-    request: Request, job_id: str, service: JobServiceDep, owner: OwnerDep
+    request: Request, job_id: str, services: ServicesDep, owner: OwnerDep
 ) -> Response:
-    outcome = await service.result(job_id, owner)
+    outcome = await services.lookup.result(job_id, owner)
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse(process_response(outcome).model_dump())
     headers = result_headers(outcome.job)
@@ -42,13 +45,13 @@ async def get_result(
 
 
 @router.post("/cancel", response_model=JobView, responses=ERRORS, summary="Cancel a job")
-async def cancel_job(job_id: str, service: JobServiceDep, owner: OwnerDep) -> JobView:
-    return job_view(await service.cancel(job_id, owner))
+async def cancel_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> JobView:
+    return job_view(await services.canceller.cancel(job_id, owner))
 
 
 def _sse(item: JobEvent | StreamError) -> ServerSentEvent:
     if isinstance(item, StreamError):
-        data = {"code": item.code, "message": item.message}
+        data = {"code": item.code.value, "message": item.message}
         return ServerSentEvent(data=json.dumps(data), event="error")
     return ServerSentEvent(data=json.dumps(item.data), event=item.event, id=str(item.id))
 
@@ -60,12 +63,13 @@ def _sse(item: JobEvent | StreamError) -> ServerSentEvent:
 )
 async def job_events(
     job_id: str,
-    service: JobServiceDep,
+    services: ServicesDep,
     owner: OwnerDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    events = await service.events(job_id, owner, start)
+    job = await services.lookup.owned(job_id, owner)
+    events = services.follower.events(job, start)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         async for item in events:

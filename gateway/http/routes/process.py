@@ -1,4 +1,7 @@
-"""POST /process: a synchronous edit, or a job with Prefer: respond-async."""
+"""POST /process: a synchronous edit, or a job with Prefer: respond-async.
+
+Calls: FormReader (the form), JobAdmission (the job), JobWaiter (a synchronous edit's end).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.http.deps import CallerDep, JobServiceDep, ReaderDep
+from gateway.http.deps import CallerDep, ServicesDep
 from gateway.http.forms import ProcessForm
 from gateway.http.job_views import accepted, process_response, result_headers
 from gateway.http.schemas import JobAccepted, ProcessResponse, error_responses
-from gateway.jobs.service import outcome_error
+from gateway.jobs.waiting import outcome_error
 
 router = APIRouter()
 ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 499, 502, 503, 504)
@@ -33,15 +36,14 @@ async def process(
     request: Request,
     form: Annotated[ProcessForm, Form()],
     caller: CallerDep,
-    reader: ReaderDep,
-    service: JobServiceDep,
+    services: ServicesDep,
 ) -> Any:
-    submission = await reader.read(form, caller)
-    job = await service.submit(submission)
+    submission = await services.forms.read(form, caller)
+    job = await services.admission.submit(submission)
     if submission.respond_async:
         body = accepted(job).model_dump()
         return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
-    outcome = await service.outcome(job, client_gone(request))
+    outcome = await services.waiter.outcome(job, client_gone(request))
     if outcome.image is None:
         raise outcome_error(outcome.job)
     if "image/" in request.headers.get("accept", ""):

@@ -1,4 +1,7 @@
-"""What the service is and how it is doing: /health, /health/live, /models and /metrics."""
+"""What the service is and how it is doing: /health, /health/live, /models and /metrics.
+
+Calls: ModelRegistry (models, Triton), QueueMonitor (queues as last sampled), Metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +9,21 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.http.deps import JobServiceDep, MetricsDep, OwnerDep, RegistryDep, SettingsDep
+from gateway.http.deps import OwnerDep, ServicesDep
 from gateway.http.schemas import TENSOR_CONTRACT, HealthView, ModelsView, error_responses
 
 router = APIRouter()
 
 
 @router.get("/health", response_model=HealthView, summary="Liveness and readiness")
-async def health(
-    registry: RegistryDep, service: JobServiceDep, settings: SettingsDep
-) -> JSONResponse:
-    state = registry.health(service.saturated(settings.default_model))
+async def health(services: ServicesDep) -> JSONResponse:
+    settings, registry = services.settings, services.registry
+    state = registry.health(services.queues.saturated(settings.default_model))
     body = HealthView(
         status=state.value,
         models={name: info.ready for name, info in registry.models.items()},
         triton=registry.triton_status(),
-        queues=service.queues(),
+        queues=services.queues.queues(),
         auth=not settings.auth_disabled,
     )
     code = 200 if state.value in ("READY", "BUSY") else 503
@@ -39,7 +41,8 @@ async def live() -> dict[str, str]:
     responses=error_responses(401, 429),
     summary="Models, their options and limits",
 )
-async def models(registry: RegistryDep, settings: SettingsDep, owner: OwnerDep) -> ModelsView:
+async def models(services: ServicesDep, owner: OwnerDep) -> ModelsView:
+    settings = services.settings
     limits = {
         "max_upload_bytes": settings.max_upload_bytes,
         "max_image_bytes": settings.max_image_bytes,
@@ -49,11 +52,11 @@ async def models(registry: RegistryDep, settings: SettingsDep, owner: OwnerDep) 
     return ModelsView(
         default_model=settings.default_model,
         aliases=settings.model_aliases,
-        models=[info.public(limits) for info in registry.models.values()],
+        models=[info.public(limits) for info in services.registry.models.values()],
         tensor_contract=TENSOR_CONTRACT,
     )
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(metrics: MetricsDep) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(services: ServicesDep) -> Response:
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

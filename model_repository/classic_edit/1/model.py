@@ -9,13 +9,17 @@ sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if
 
 import triton_python_backend_utils as pb_utils
 
-from qie_engine import json_logging
+from qie_engine import contract, json_logging
 from qie_engine.classic_editor import ClassicEditor
 from qie_engine.model_config import read_parameters, request_limits
 from qie_engine.triton_adapter import RequestAdapter
 
 
 class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        return contract.auto_complete(auto_complete_model_config)
+
     def initialize(self, args):
         json_logging.configure(os.environ.get("LOG_LEVEL", "INFO"))
         params = read_parameters(json.loads(args["model_config"]), os.environ)

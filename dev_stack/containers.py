@@ -3,7 +3,7 @@
 What differs from a user's `docker compose --profile cpu --profile monitoring up` is one env file,
 handed to compose in place of .env (so nothing of a developer's .env leaks in):
 
-- the bases: the stand-ins of scripts/base_images.py (and torch from PyPI where the PyTorch
+- the bases: the stand-ins of dev_stack/base_images.py (and torch from PyPI where the PyTorch
   index does not answer);
 - an API key, and a rate limit the tests' polling never reaches;
 - the gateway and Prometheus published on free 127.0.0.1 ports, never 8000 or 9090;
@@ -24,10 +24,10 @@ from typing import Any
 
 import httpx
 
+from dev_stack import base_images
+from dev_stack.compose import GATEWAY, GATEWAY_PORT, Stack, docker, inspect
+from dev_stack.processes import free_port
 from qie_client.client import QieClient
-from scripts import base_images
-from scripts.compose_stack import GATEWAY, GATEWAY_PORT, Stack, docker, inspect
-from scripts.stack import free_port
 
 API_KEY = "container-test-key"
 SERVICES = (GATEWAY, "triton-cpu", "redis", "prometheus")

@@ -14,8 +14,8 @@ Its result is a set of variables for `docker compose` (an env file, or lines on 
 Dockerfiles and the compose file stay as they are. It is idempotent: an image that exists with
 the same recipe is not rebuilt. docs/deployment.md says what the stand-ins change.
 
-    python scripts/base_images.py                     # real images where they can be pulled
-    python scripts/base_images.py --stand-ins --monitoring --env-file bases.env
+    python -m dev_stack.base_images                     # real images where they can be pulled
+    python -m dev_stack.base_images --stand-ins --monitoring --env-file bases.env
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from dev_stack.console import Voice
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "deploy" / "base-images"
 NAMESPACE = "qwen-image-edit-standin"
@@ -53,8 +55,7 @@ class BaseImageError(Exception):
     """A base image could be neither pulled nor built; the message says what to do."""
 
 
-def say(message: str) -> None:
-    print(f"[base images] {message}", flush=True)
+say = Voice("base images")
 
 
 # --- The real images, read from the files that name them --------------------------------------

@@ -13,6 +13,16 @@ from typing import Any, TypedDict
 import numpy as np
 from typing_extensions import Unpack
 
+from qie_engine.contract import (
+    INPUT_DESCRIBE,
+    INPUT_IMAGES,
+    INPUT_NEGATIVE_PROMPT,
+    INPUT_OPTIONS,
+    INPUT_PROMPT,
+    OUTPUT_EVENT,
+    OUTPUT_IMAGE,
+)
+
 
 @dataclass
 class StreamResult:
@@ -53,16 +63,16 @@ def edit_inputs(
         inputs.append(tensor)
 
     if images is not None:
-        add_bytes("IMAGES", list(images))
+        add_bytes(INPUT_IMAGES, list(images))
     if prompt is not None:
-        add_bytes("PROMPT", [prompt.encode() if isinstance(prompt, str) else prompt])
+        add_bytes(INPUT_PROMPT, [prompt.encode() if isinstance(prompt, str) else prompt])
     if negative_prompt is not None:
-        add_bytes("NEGATIVE_PROMPT", [negative_prompt.encode()])
+        add_bytes(INPUT_NEGATIVE_PROMPT, [negative_prompt.encode()])
     if options is not None:
         raw = json.dumps(options) if isinstance(options, Mapping) else options
-        add_bytes("OPTIONS", [raw.encode() if isinstance(raw, str) else raw])
+        add_bytes(INPUT_OPTIONS, [raw.encode() if isinstance(raw, str) else raw])
     if describe:
-        flag = grpcclient.InferInput("DESCRIBE", [1], "BOOL")
+        flag = grpcclient.InferInput(INPUT_DESCRIBE, [1], "BOOL")
         flag.set_data_from_numpy(np.array([True]))
         inputs.append(flag)
     return inputs
@@ -94,8 +104,8 @@ class EditStream:
         if error is not None:
             result.error = str(error.message() if hasattr(error, "message") else error)
             return False
-        event = json.loads(got.as_numpy("EVENT")[0])
-        image = got.as_numpy("IMAGE")
+        event = json.loads(got.as_numpy(OUTPUT_EVENT)[0])
+        image = got.as_numpy(OUTPUT_IMAGE)
         if event.get("type") == "progress":
             result.events.append(event)
             return True

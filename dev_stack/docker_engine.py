@@ -4,9 +4,9 @@
 running. The container tests start it the same way and stop it at the end only if they started
 it. Either way the pid goes to a file, so `stop` ends exactly the dockerd that `start` began.
 
-    python scripts/docker_engine.py start     # a no-op when the engine answers
-    python scripts/docker_engine.py stop      # only a dockerd this script started
-    python scripts/docker_engine.py status
+    python -m dev_stack.docker_engine start     # a no-op when the engine answers
+    python -m dev_stack.docker_engine stop      # only a dockerd this script started
+    python -m dev_stack.docker_engine status
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from dev_stack.console import Voice
+
 PID_FILE = Path("/run/qwen-image-edit-dockerd.pid")
 LOG_FILE = Path("/var/log/qwen-image-edit-dockerd.log")
 START_TIMEOUT_S = 60.0
@@ -28,12 +30,11 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 
 
-class EngineError(Exception):
+class DockerEngineError(Exception):
     """The engine could not be started or stopped; the message says what to do."""
 
 
-def say(message: str) -> None:
-    print(f"[docker engine] {message}", flush=True)
+say = Voice("docker engine")
 
 
 def answers() -> bool:
@@ -79,9 +80,9 @@ def start() -> int | None:
     if answers():
         return None
     if shutil.which("dockerd") is None:
-        raise EngineError("dockerd is not installed: run `make system-deps`")
+        raise DockerEngineError("dockerd is not installed: run `make system-deps`")
     if os.geteuid() != 0:
-        raise EngineError("the Docker engine is not running: start it as root (sudo dockerd)")
+        raise DockerEngineError("the Docker engine is not running: start it as root (sudo dockerd)")
     say(f"starting dockerd (log: {LOG_FILE})")
     with LOG_FILE.open("ab") as log:
         process = subprocess.Popen(
@@ -93,12 +94,14 @@ def start() -> int | None:
         if process.poll() is not None:
             PID_FILE.unlink(missing_ok=True)
             tail = LOG_FILE.read_text(errors="replace").splitlines()[-15:]
-            raise EngineError("dockerd exited at start:\n" + "\n".join(tail))
+            raise DockerEngineError("dockerd exited at start:\n" + "\n".join(tail))
         if answers():
             say(f"dockerd is up (pid {process.pid})")
             return process.pid
         time.sleep(0.5)
-    raise EngineError(f"dockerd did not answer within {START_TIMEOUT_S:.0f} s; see {LOG_FILE}")
+    raise DockerEngineError(
+        f"dockerd did not answer within {START_TIMEOUT_S:.0f} s; see {LOG_FILE}"
+    )
 
 
 def stop(pid: int | None = None) -> bool:
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             state = "answers" if answers() else "does not answer"
             pid = recorded_pid()
             say(f"the engine {state}" + (f"; dockerd pid {pid} was started here" if pid else ""))
-    except EngineError as exc:
+    except DockerEngineError as exc:
         print(f"[docker engine] {exc}", file=sys.stderr)
         return 1
     return 0
