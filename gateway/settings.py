@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from qie_engine import limits
+
 DEFAULT_MODEL_ALIASES = {
     # The seed's Serverpod plan names these; they reach the Qwen model unchanged.
     "qwen2-vl-7b-instruct": "qwen_image_edit",
@@ -38,9 +40,9 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_MODEL_ALIASES), alias="MODEL_ALIASES"
     )
     max_upload_bytes: int = Field(25 * 1024 * 1024, alias="MAX_UPLOAD_BYTES", gt=0)
-    max_image_bytes: int = Field(20 * 1024 * 1024, alias="MAX_IMAGE_BYTES", gt=0)
-    max_pixels: int = Field(4096 * 4096, alias="MAX_PIXELS", gt=0)
-    max_prompt_chars: int = Field(1000, alias="MAX_PROMPT_CHARS", gt=0)
+    max_image_bytes: int = Field(limits.MAX_IMAGE_BYTES, alias="MAX_IMAGE_BYTES", gt=0)
+    max_pixels: int = Field(limits.MAX_PIXELS, alias="MAX_PIXELS", gt=0)
+    max_prompt_chars: int = Field(limits.MAX_PROMPT_CHARS, alias="MAX_PROMPT_CHARS", gt=0)
     # A batch: 2 to this many images (or variations), one job each; its whole body's cap.
     max_batch_images: int = Field(16, alias="MAX_BATCH_IMAGES", ge=2)
     max_batch_upload_bytes: int = Field(100 * 1024 * 1024, alias="MAX_BATCH_UPLOAD_BYTES", gt=0)

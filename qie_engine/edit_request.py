@@ -6,17 +6,16 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from qie_engine import limits
 from qie_engine.contract import EditOptions, parse_options
 from qie_engine.errors import InvalidInput
 from qie_engine.image_codec import ImageInfo, ImageLimits, decode_image
-
-DEFAULT_MAX_PROMPT_CHARS = 1000
 
 
 @dataclass(frozen=True)
 class RequestLimits:
     image: ImageLimits = field(default_factory=ImageLimits)
-    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
+    max_prompt_chars: int = limits.MAX_PROMPT_CHARS
     max_images: int = 1
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from qie_engine import limits
 from qie_engine.contract import OutputFormat
 from qie_engine.errors import CorruptImage, ImageTooLarge, InvalidInput, UnsupportedMediaType
 
@@ -22,8 +23,8 @@ OUTPUT_MIME_TYPES = {
 
 @dataclass(frozen=True)
 class ImageLimits:
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 4096 * 4096
+    max_bytes: int = limits.MAX_IMAGE_BYTES
+    max_pixels: int = limits.MAX_PIXELS
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from qie_engine import limits
 from qie_engine.contract import Preset
-from qie_engine.edit_request import DEFAULT_MAX_PROMPT_CHARS, RequestLimits
+from qie_engine.edit_request import RequestLimits
 from qie_engine.errors import EngineError
 from qie_engine.image_codec import ImageLimits
 from qie_engine.presets import DEFAULT_PRESET, FAST_STEP_CHOICES, PRESETS, preset_names
@@ -88,10 +89,10 @@ def _choice(params: Mapping[str, str], key: str, choices: tuple[str, ...], defau
 def request_limits(params: Mapping[str, str], max_images: int = 1) -> RequestLimits:
     return RequestLimits(
         image=ImageLimits(
-            max_bytes=_int(params, "MAX_IMAGE_BYTES", ImageLimits.max_bytes),
-            max_pixels=_int(params, "MAX_PIXELS", ImageLimits.max_pixels),
+            max_bytes=_int(params, "MAX_IMAGE_BYTES", limits.MAX_IMAGE_BYTES),
+            max_pixels=_int(params, "MAX_PIXELS", limits.MAX_PIXELS),
         ),
-        max_prompt_chars=_int(params, "MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS),
+        max_prompt_chars=_int(params, "MAX_PROMPT_CHARS", limits.MAX_PROMPT_CHARS),
         max_images=max_images,
     )
 
