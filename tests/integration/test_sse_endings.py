@@ -115,7 +115,9 @@ def test_a_job_that_expires_while_followed_ends_its_stream_with_an_error(
         [triton_server.grpc_url],
         "classic_edit",
         "qwen_image_edit",
-        JOB_TTL_S=2,
+        # Long enough that the running blocker, which writes at every step, never expires even
+        # on a loaded machine; the waiting job, which writes nothing, does.
+        JOB_TTL_S=5,
         MAX_CONCURRENT_REQUESTS=1,
     ) as gw:
         blocker = submit(gw, model="qwen_image_edit", steps=60, **SLOW)
