@@ -128,7 +128,7 @@ def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]
 
 
 def batch_form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]:
-    """The /batches form, as batch_validation.py enforces it."""
+    """The /batches form, as batch_forms.py enforces it."""
     props = _edit_fields(settings, generated)
     most = settings.max_batch_images
     props["images"] = _files(generated["properties"]["images"].get("description", ""), 1, most)
@@ -143,6 +143,12 @@ def batch_form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str
         "type": "object",
         "properties": props,
         "required": ["images", "prompt"],
+        # Several images, or one image and `variations` (whether a model takes variations is its
+        # own fact: GET /models, `presets`).
+        "anyOf": [
+            {"properties": {"images": {"minItems": MIN_BATCH_IMAGES}}},
+            {"properties": {"images": {"maxItems": 1}}, "required": ["variations"]},
+        ],
         "title": "BatchForm",
     }
 
@@ -159,12 +165,15 @@ def _request_options_components(schema: dict[str, Any]) -> None:
 
 
 def _errors_use_one_shape(schema: dict[str, Any]) -> None:
+    """Every error in the one shape. FastAPI's own 422 goes where a route declared none: its
+    path parameters are plain text, so nothing there can be malformed."""
     for path in schema["paths"].values():
         for operation in path.values():
-            for status, response in operation.get("responses", {}).items():
-                content = response.get("content", {}).get("application/json", {})
-                if content.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
-                    content["schema"] = dict(ERROR_REF)
+            responses = operation.get("responses", {})
+            unprompted = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if unprompted.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]
+            for status, response in responses.items():
                 if status in ("429", "503") and operation.get("security"):
                     response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     for name in ("HTTPValidationError", "ValidationError"):

@@ -9,6 +9,9 @@ from pydantic import BaseModel, Field
 from qie_engine.contract import EditOptions, describe_contract
 from qie_engine.presets import QUALITY_ALIASES as QUALITY_PRESETS
 
+# A deadline under a second cannot be met by any edit: it is refused, not answered 504.
+MIN_DEADLINE_S, MAX_DEADLINE_S = 1.0, 3600.0
+
 
 class RequestOptions(EditOptions):
     """EditOptions plus the seed's `quality` and `timeout` (seconds)."""
@@ -18,8 +21,9 @@ class RequestOptions(EditOptions):
         description="The seed's quality knob, mapped onto a preset: "
         + ", ".join(f"{word} → {preset.value}" for word, preset in QUALITY_PRESETS.items()),
     )
-    timeout: Annotated[float, Field(gt=0, le=3600)] | None = Field(
-        default=None, description="Deadline in seconds; the edit is stopped when it passes (504)."
+    timeout: Annotated[float, Field(ge=MIN_DEADLINE_S, le=MAX_DEADLINE_S)] | None = Field(
+        default=None,
+        description="Deadline in seconds (1 to 3600); the edit is stopped when it passes (504).",
     )
 
     def edit_options(self) -> EditOptions:

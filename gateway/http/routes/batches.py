@@ -21,14 +21,16 @@ from gateway.http.routes.jobs import SSE_PING_S
 from gateway.http.schemas import BatchAccepted, BatchView, error_responses
 
 router = APIRouter(prefix="/batches")
-ERRORS = error_responses(401, 404, 409, 410, 429, 503)
+READ_ERRORS = error_responses(401, 404, 429, 503)
+CANCEL_ERRORS = error_responses(401, 404, 409, 429, 503)
+RESULT_ERRORS = error_responses(401, 404, 409, 410, 429, 503)
 
 
 @router.post(
     "",
     status_code=202,
     response_model=BatchAccepted,
-    responses=error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 404, 413, 422, 429, 503),
     summary="Edit several images with one prompt (or one image with several seeds)",
 )
 async def submit_batch(
@@ -40,7 +42,9 @@ async def submit_batch(
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
 
-@router.get("/{batch_id}", response_model=BatchView, responses=ERRORS, summary="A batch's status")
+@router.get(
+    "/{batch_id}", response_model=BatchView, responses=READ_ERRORS, summary="A batch's status"
+)
 async def get_batch(batch_id: str, services: ServicesDep, owner: OwnerDep) -> BatchView:
     return batch_view(await services.batches.get(batch_id, owner))
 
@@ -48,7 +52,7 @@ async def get_batch(batch_id: str, services: ServicesDep, owner: OwnerDep) -> Ba
 @router.post(
     "/{batch_id}/cancel",
     response_model=BatchView,
-    responses=ERRORS,
+    responses=CANCEL_ERRORS,
     summary="Cancel every edit of the batch still unfinished",
 )
 async def cancel_batch(batch_id: str, services: ServicesDep, owner: OwnerDep) -> BatchView:
@@ -57,7 +61,7 @@ async def cancel_batch(batch_id: str, services: ServicesDep, owner: OwnerDep) ->
 
 @router.get(
     "/{batch_id}/result",
-    responses={**ERRORS, 200: {"content": {"application/zip": {}}}},
+    responses={**RESULT_ERRORS, 200: {"content": {"application/zip": {}}}},
     summary="A zip of the finished images, named after their inputs",
 )
 async def get_batch_result(batch_id: str, services: ServicesDep, owner: OwnerDep) -> Response:
@@ -72,7 +76,7 @@ async def get_batch_result(batch_id: str, services: ServicesDep, owner: OwnerDep
 
 @router.get(
     "/{batch_id}/events",
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    responses={**READ_ERRORS, 200: {"content": {"text/event-stream": {}}}},
     summary="Server-sent events: each job's events, tagged, and a `batch` summary as jobs end",
 )
 async def batch_events(

@@ -20,18 +20,21 @@ from gateway.jobs.following import StreamError
 from gateway.store.job_models import JobEvent
 
 router = APIRouter(prefix="/jobs/{job_id}")
-ERRORS = error_responses(401, 404, 409, 410, 429, 503)
+# What each route can answer besides success: 401 no key, 404 no such job (or another key's),
+# 409 not ready or finished, 410 cancelled or expired, 429 rate, 503 the store is down.
+READ_ERRORS = error_responses(401, 404, 429, 503)
+RESULT_ERRORS = error_responses(401, 404, 409, 410, 429, 503)
 SSE_PING_S = 15
 
 
-@router.get("", response_model=JobView, responses=ERRORS, summary="A job's status")
+@router.get("", response_model=JobView, responses=READ_ERRORS, summary="A job's status")
 async def get_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> JobView:
     return job_view(await services.lookup.get(job_id, owner))
 
 
 @router.get(
     "/result",
-    responses={**ERRORS, 200: {"content": {"image/png": {}, "application/json": {}}}},
+    responses={**RESULT_ERRORS, 200: {"content": {"image/png": {}, "application/json": {}}}},
     summary="The edited image: 409 until the job is done",
 )
 async def get_result(
@@ -44,7 +47,7 @@ async def get_result(
     return Response(outcome.image, media_type=outcome.job.result_mime, headers=headers)
 
 
-@router.post("/cancel", response_model=JobView, responses=ERRORS, summary="Cancel a job")
+@router.post("/cancel", response_model=JobView, responses=RESULT_ERRORS, summary="Cancel a job")
 async def cancel_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> JobView:
     return job_view(await services.canceller.cancel(job_id, owner))
 
@@ -58,7 +61,7 @@ def _sse(item: JobEvent | StreamError) -> ServerSentEvent:
 
 @router.get(
     "/events",
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    responses={**READ_ERRORS, 200: {"content": {"text/event-stream": {}}}},
     summary="Server-sent events: queued, started, progress, then completed, failed or cancelled",
 )
 async def job_events(

@@ -17,7 +17,7 @@ from gateway.http.schemas import JobAccepted, ProcessResponse, error_responses
 from gateway.jobs.waiting import outcome_error
 
 router = APIRouter()
-ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 499, 502, 503, 504)
+ERRORS = error_responses(400, 401, 404, 410, 413, 415, 422, 429, 499, 502, 503, 504)
 
 
 async def client_gone(request: Request) -> None:

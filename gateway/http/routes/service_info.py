@@ -15,7 +15,12 @@ from gateway.http.schemas import TENSOR_CONTRACT, HealthView, ModelsView, error_
 router = APIRouter()
 
 
-@router.get("/health", response_model=HealthView, summary="Liveness and readiness")
+@router.get(
+    "/health",
+    response_model=HealthView,
+    responses={503: {"model": HealthView, "description": "STARTING or UNHEALTHY"}},
+    summary="Liveness and readiness",
+)
 async def health(services: ServicesDep) -> JSONResponse:
     settings, registry = services.settings, services.registry
     state = registry.health(services.queues.saturated(settings.default_model))
