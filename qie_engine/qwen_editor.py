@@ -72,6 +72,23 @@ def capped_condition_area(pixels: int | None) -> Iterator[None]:
                 setattr(module, "calculate_dimensions", original)  # noqa: B010
 
 
+@contextmanager
+def offload_reset_on_error(pipe: Any) -> Iterator[None]:
+    """Leave CPU_OFFLOAD=model as a fresh request expects, however the call ends.
+
+    diffusers sends every component back to the host only at the end of a call that returns
+    (`maybe_free_model_hooks()`). A cancel or an error raises past that, leaving the transformer
+    on the GPU; the text encoder's hook has no earlier model to push off, so the next request
+    would load it beside the transformer. Without offload hooks the call only resets diffusers'
+    stateful hooks, which a fresh request expects too.
+    """
+    try:
+        yield
+    except BaseException:
+        pipe.maybe_free_model_hooks()
+        raise
+
+
 @dataclass(frozen=True)
 class PresetExtras:
     """What the served presets add to the pipeline: fast's LoRA, balanced's step cache."""
@@ -138,6 +155,8 @@ class QwenEditor:
         batch_cfg = self.settings.batched_cfg and cfg > 1.0
         self.pipe.scheduler = self.schedulers[spec.scheduler]
         with ExitStack() as stack:
+            # Entered first, so it runs last: after the batched-CFG hook has come off.
+            stack.enter_context(offload_reset_on_error(self.pipe))
             if self.lightning is not None:
                 stack.enter_context(self.lightning.active(spec.lightning_lora))
             if self.step_cache is not None:
