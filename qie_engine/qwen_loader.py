@@ -3,8 +3,8 @@
 `load_editor` is what Triton's model.py calls: resolve, check the memory modes against the
 device, `from_pretrained` (with diffusers' quantization config), `assemble`, warm up.
 `assemble` takes a pipeline built by anyone (the GPU benchmark builds a full-size one in memory)
-and adds what the served presets need: the Lightning LoRA, device placement or offload, the
-attention backend, the step cache, compile. Nothing is looked up behind the caller's back.
+and adds what the served presets need: the Lightning LoRA, the step cache, device placement or
+offload, the attention backend, compile. Nothing is looked up behind the caller's back.
 """
 
 from __future__ import annotations
@@ -79,12 +79,13 @@ def assemble(
     if Preset.FAST in settings.presets:
         source = lightning_source(settings.lora_path, folder, settings.fast_steps)
         lightning = LightningLora(pipe, source, fuse=settings.presets == (Preset.FAST,))
-    _place(pipe, settings, device)
-    _attention(pipe, settings.attention_backend)
     step_cache = None
     if Preset.BALANCED in settings.presets:
+        # Before the offload hooks: the forward they keep and restore is then cache-dit's.
         threshold = folder.stand_ins.cache_threshold if folder.stand_ins else None
         step_cache = StepCache(pipe.transformer, threshold)
+    _place(pipe, settings, device)
+    _attention(pipe, settings.attention_backend)
     if settings.compile_blocks:
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     pipe.set_progress_bar_config(disable=True)
