@@ -28,7 +28,7 @@ from tests.engine.recorders import ProgressLog, spy
 from tests.engine.tiny_editors import dev_editor
 from tests.images import png_bytes
 
-QUICK = {"seed": 3, "width": 64, "height": 64}
+QUICK: dict[str, Any] = {"seed": 3, "width": 64, "height": 64}
 
 
 def offload_editor(
