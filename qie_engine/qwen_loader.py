@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from qie_engine.batched_cfg import check_masked_attention
 from qie_engine.contract import Preset
 from qie_engine.errors import EngineError
 from qie_engine.instance_device import bind, compute_dtype, one_load_at_a_time, pick_device
@@ -53,13 +54,15 @@ def _place(pipe: Any, settings: QwenSettings, device: torch.device) -> None:
         pipe.to(device)
 
 
-def _attention(pipe: Any, backend: str | None) -> None:
-    if not backend:
-        return
-    try:
-        pipe.transformer.set_attention_backend(backend)
-    except (ValueError, ImportError, RuntimeError) as exc:
-        raise EngineError(f"attention backend {backend!r}: {exc}") from None
+def _attention(pipe: Any, settings: QwenSettings, device: torch.device) -> None:
+    backend = settings.attention_backend
+    if backend:
+        try:
+            pipe.transformer.set_attention_backend(backend)
+        except (ValueError, ImportError, RuntimeError) as exc:
+            raise EngineError(f"attention backend {backend!r}: {exc}") from None
+    if settings.batched_cfg:
+        check_masked_attention(backend, device, compute_dtype(device))
 
 
 def assemble(
@@ -77,7 +80,7 @@ def assemble(
         threshold = folder.stand_ins.cache_threshold if folder.stand_ins else None
         step_cache = StepCache(pipe.transformer, threshold)
     _place(pipe, settings, device)
-    _attention(pipe, settings.attention_backend)
+    _attention(pipe, settings, device)
     if settings.compile_blocks:
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     pipe.set_progress_bar_config(disable=True)
