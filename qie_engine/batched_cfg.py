@@ -53,12 +53,13 @@ def check_masked_attention(backend: str | None, device: torch.device, dtype: tor
     diffusers itself is asked: one attention over two tokens, the second masked out, on the
     instance's device, through the dispatcher the transformer calls (None: its default).
     """
-    from diffusers.models.attention_dispatch import dispatch_attention_fn
+    from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 
     tokens = torch.zeros(1, 2, 1, 64, device=device, dtype=dtype)  # batch, tokens, heads, dim
     mask = torch.tensor([[True, False]], device=device)[:, None, None, :]
+    name = AttentionBackendName(backend) if backend else None  # set_attention_backend checked it
     try:
-        dispatch_attention_fn(tokens, tokens, tokens, attn_mask=mask, backend=backend)
+        dispatch_attention_fn(tokens, tokens, tokens, attn_mask=mask, backend=name)
     except Exception as exc:  # each backend refuses in its own words; they are quoted
         raise EngineError(
             "BATCHED_CFG=true masks out the padding of the shorter prompt, and "
