@@ -266,6 +266,8 @@ class QwenEditor:
             "variant": self.variant,
             "pipeline": type(self.pipe).__name__,
             "model_id": self.settings.model_id,
+            "model_revision": self.settings.model_revision,  # the pin, None when unpinned
+            "model_commit": self.folder.hub_commit,  # what was loaded (None: a local folder)
             "random_weights": self.random_weights,
             "max_images": self.limits.max_images,
             "device": self.device.type,
@@ -275,6 +277,7 @@ class QwenEditor:
             "cpu_offload": self.settings.cpu_offload,
             "batched_cfg": self.settings.batched_cfg,
             "lightning_lora": str(self.lightning.source) if self.lightning else None,
+            "lora_revision": self.lightning.source.revision if self.lightning else None,
             "defaults": {"preset": default.preset.value, "steps": steps, "true_cfg_scale": cfg},
             "presets": {
                 p.value: {**PRESETS[p].describe(), "steps": self.preset_steps(PRESETS[p])}

@@ -72,7 +72,9 @@ def assemble(
     check_memory_modes(settings.quantization, settings.cpu_offload, device)
     lightning = None
     if Preset.FAST in settings.presets:
-        source = lightning_source(settings.lora_path, folder, settings.fast_steps)
+        source = lightning_source(
+            settings.lora_path, folder, settings.fast_steps, settings.lora_revision
+        )
         lightning = LightningLora(pipe, source, fuse=settings.presets == (Preset.FAST,))
     step_cache = None
     if Preset.BALANCED in settings.presets:
@@ -94,7 +96,7 @@ def load_editor(name: str, settings: QwenSettings) -> QwenEditor:
     started = time.perf_counter()
     device = pick_device(settings.device)
     bind(device)  # before anything reads a weight or asks the GPU what it can do
-    folder = read_model_folder(resolve_model_dir(settings.model_id))
+    folder = read_model_folder(resolve_model_dir(settings.model_id, settings.model_revision))
     with one_load_at_a_time(device):  # until the pipeline is placed on its device
         pipe = load_pipeline(folder, settings, device)
         editor = assemble(name, pipe, folder, settings, device)
