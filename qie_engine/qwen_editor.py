@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 
 from qie_engine.batched_cfg import batched_cfg
-from qie_engine.contract import MAX_SEED, EditOptions, Preset, ProgressEvent, ResultMeta
+from qie_engine.contract import MAX_SEED, EditOptions, ProgressEvent, ResultMeta
 from qie_engine.edit_request import EditRequest, RequestLimits
 from qie_engine.editor import CancelledFn, EditOutcome, ProgressFn
 from qie_engine.errors import Cancelled, InvalidInput
 from qie_engine.lightning import LightningLora, lightning_scheduler
 from qie_engine.model_folder import ModelFolder
-from qie_engine.presets import PRESETS, PresetSpec
+from qie_engine.presets import PRESETS, PresetSpec, preset_steps
 from qie_engine.quantization import describe_quantization
 from qie_engine.qwen_settings import QwenSettings
 from qie_engine.step_cache import StepCache
@@ -147,7 +147,7 @@ class QwenEditor:
         return spec, steps, cfg
 
     def preset_steps(self, spec: PresetSpec) -> int:
-        return self.settings.fast_steps if spec.preset is Preset.FAST else spec.steps
+        return preset_steps(spec, self.folder.family, self.settings.fast_steps)
 
     @contextmanager
     def _preset_applied(self, spec: PresetSpec, steps: int, cfg: float) -> Iterator[None]:
