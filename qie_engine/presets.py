@@ -105,6 +105,7 @@ def preset_steps(spec: PresetSpec, family: str, fast_steps: int) -> int:
         return fast_steps
     return CARD_STEPS[family]
 
+
 # The seed's `options.quality` words, mapped onto the presets.
 QUALITY_ALIASES: dict[str, Preset] = {
     "high": Preset.QUALITY,
