@@ -7,6 +7,10 @@ ModelHook on the transformer turns the cond call into one batch-2 call (the shor
 masked out through encoder_hidden_states_mask, which the attention honours) and answers the
 uncond call from it. Anything it does not recognise runs unchanged. Text RoPE positions start
 after the image's, so padding the text at its end moves no other token.
+
+That mask is why some attention backends cannot batch: diffusers refuses any mask for
+flash-attn and sageattention (and PyTorch's own flash kernel), so `check_masked_attention`
+refuses such a backend at load instead of failing the warm-up or the first request.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch.nn import functional
+
+from qie_engine.errors import EngineError
 
 HOOK_NAME = "qie_batched_cfg"
 
@@ -39,6 +45,28 @@ def joined_text(
     uncond_embeds, uncond_mask = _padded(*uncond, length)
     mask = torch.cat([cond_mask, uncond_mask])
     return torch.cat([cond_embeds, uncond_embeds]), None if bool(mask.all()) else mask
+
+
+def check_masked_attention(backend: str | None, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse at load an attention backend that cannot take the mask batched CFG needs.
+
+    diffusers itself is asked: one attention over two tokens, the second masked out, on the
+    instance's device, through the dispatcher the transformer calls (None: its default).
+    """
+    from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
+
+    tokens = torch.zeros(1, 2, 1, 64, device=device, dtype=dtype)  # batch, tokens, heads, dim
+    mask = torch.tensor([[True, False]], device=device)[:, None, None, :]
+    name = AttentionBackendName(backend) if backend else None  # set_attention_backend checked it
+    try:
+        dispatch_attention_fn(tokens, tokens, tokens, attn_mask=mask, backend=name)
+    except Exception as exc:  # each backend refuses in its own words; they are quoted
+        raise EngineError(
+            "BATCHED_CFG=true masks out the padding of the shorter prompt, and "
+            f"ATTENTION_BACKEND={backend or '(default)'} cannot take that mask "
+            f"({type(exc).__name__}: {exc}). Leave ATTENTION_BACKEND empty (PyTorch SDPA), "
+            "use one that takes a mask (native, _native_math, flex), or set BATCHED_CFG=false"
+        ) from None
 
 
 class CfgBatcher(ModelHook):

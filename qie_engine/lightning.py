@@ -9,6 +9,7 @@ fast) fuses it at load instead: no adapter overhead, and no other preset it coul
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,10 +28,13 @@ ADAPTER = "lightning"
 
 @dataclass(frozen=True)
 class LoraSource:
-    """Where the LoRA comes from: a local folder, or a hub repo, with the file inside."""
+    """Where the LoRA comes from: a local folder, or a hub repo (at a revision), with the file
+    inside."""
 
     location: str
     weight_name: str | None = None
+    local: bool = False
+    revision: str | None = None
 
     def __str__(self) -> str:
         return f"{self.location}/{self.weight_name}" if self.weight_name else self.location
@@ -39,9 +43,9 @@ class LoraSource:
 def _explicit_source(lora_path: str) -> LoraSource:
     local = Path(lora_path).expanduser()
     if local.is_file():
-        return LoraSource(str(local.parent), local.name)
+        return LoraSource(str(local.parent), local.name, local=True)
     if local.is_dir():
-        return LoraSource(str(local))
+        return LoraSource(str(local), local=True)
     if local.is_absolute() or lora_path.startswith("."):
         raise EngineError(f"LORA_PATH {lora_path} does not exist")
     parts = lora_path.split("/")
@@ -50,14 +54,29 @@ def _explicit_source(lora_path: str) -> LoraSource:
     return LoraSource(lora_path)
 
 
-def lightning_source(lora_path: str | None, folder: ModelFolder, fast_steps: int) -> LoraSource:
-    """LORA_PATH if given; the dev model's own stand-in; else the hub LoRA for this family."""
+def _unpinned_source(lora_path: str | None, folder: ModelFolder, fast_steps: int) -> LoraSource:
     if lora_path:
         return _explicit_source(lora_path)
     if folder.stand_ins is not None and folder.stand_ins.lightning_lora:
-        return LoraSource(str(folder.path / folder.stand_ins.lightning_lora))
+        return LoraSource(str(folder.path / folder.stand_ins.lightning_lora), local=True)
     repo, pattern = LIGHTNING_LORAS[folder.family]
     return LoraSource(repo, pattern.format(steps=fast_steps))
+
+
+def lightning_source(
+    lora_path: str | None, folder: ModelFolder, fast_steps: int, revision: str | None = None
+) -> LoraSource:
+    """LORA_PATH if given; the dev model's own stand-in; else the hub LoRA for this family.
+    A hub LoRA is read at `revision` (LORA_REVISION); a local one has none to pin."""
+    source = _unpinned_source(lora_path, folder, fast_steps)
+    if not revision:
+        return source
+    if source.local:
+        raise EngineError(
+            f"LORA_REVISION={revision} pins a Hugging Face repo's commit, and the fast "
+            f"preset's LoRA is the local {source}; clear LORA_REVISION"
+        )
+    return dataclasses.replace(source, revision=revision)
 
 
 def lightning_scheduler(pipe: Any) -> Any:
@@ -78,7 +97,10 @@ class LightningLora:
         self.fused = fuse
         try:
             pipe.load_lora_weights(
-                source.location, weight_name=source.weight_name, adapter_name=ADAPTER
+                source.location,
+                weight_name=source.weight_name,
+                adapter_name=ADAPTER,
+                revision=source.revision,
             )
         except Exception as exc:  # hub, file and format errors all end the load the same way
             raise EngineError(

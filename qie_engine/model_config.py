@@ -23,8 +23,10 @@ from qie_engine.qwen_settings import (
 # Parameters an operator may override with an environment variable of the same name.
 OVERRIDABLE = (
     "MODEL_ID",
+    "MODEL_REVISION",
     "DEVICE",
     "LORA_PATH",
+    "LORA_REVISION",
     "FAST_STEPS",
     "CPU_OFFLOAD",
     "QUANTIZATION",
@@ -143,8 +145,10 @@ def qwen_settings(params: Mapping[str, str]) -> QwenSettings:
     served = _presets(params)
     return QwenSettings(
         model_id=model_id,
+        model_revision=params.get("MODEL_REVISION", "").strip() or None,
         device=_choice(params, "DEVICE", ("auto", "cuda", "cpu"), "auto"),
         lora_path=params.get("LORA_PATH", "").strip() or None,
+        lora_revision=params.get("LORA_REVISION", "").strip() or None,
         fast_steps=_fast_steps(params),
         cpu_offload=offload,
         quantization=quantization,

@@ -8,11 +8,14 @@ changes diffusers' behaviour.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qie_engine.errors import EngineError
+
+log = logging.getLogger(__name__)
 
 PIPELINES = {"QwenImageEditPipeline": "edit", "QwenImageEditPlusPipeline": "plus"}
 MAX_IMAGES = {"edit": 1, "plus": 3}
@@ -64,6 +67,11 @@ class ModelFolder:
         return MAX_IMAGES[self.variant]
 
     @property
+    def hub_commit(self) -> str | None:
+        """The commit of a Hugging Face cache snapshot: the cache names its folder after it."""
+        return self.path.name if self.path.parent.name == "snapshots" else None
+
+    @property
     def family(self) -> str:
         """The model family a Lightning LoRA is made for: edit, 2509 or 2511."""
         if self.variant == "edit":
@@ -72,22 +80,38 @@ class ModelFolder:
         return "2511" if self.zero_cond_t else "2509"
 
 
-def resolve_model_dir(model_id: str) -> Path:
-    """A local folder as is; otherwise a Hugging Face repo id through the HF cache (HF_HOME)."""
+def resolve_model_dir(model_id: str, revision: str | None = None) -> Path:
+    """A local folder as is; otherwise a Hugging Face repo id at `revision`, through the HF
+    cache (HF_HOME). With HF_HUB_OFFLINE=1 the cache alone answers: nothing is downloaded."""
     local = Path(model_id).expanduser()
     if local.is_dir():
+        if revision:
+            raise EngineError(
+                f"MODEL_REVISION={revision} pins a Hugging Face repo's commit, and MODEL_ID "
+                f"{model_id} is a local folder; clear MODEL_REVISION"
+            )
         return local
     if local.is_absolute() or model_id.startswith("."):
         raise EngineError(f"model folder {model_id} does not exist")
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(model_id))
+        path = Path(snapshot_download(model_id, revision=revision))
     except Exception as exc:  # the hub client raises many kinds; the message says enough
         raise EngineError(
-            f"could not fetch {model_id} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
-            "check the id and the network, or set MODEL_ID to a local folder"
+            f"could not fetch {model_id} at revision {revision or 'main'} from the Hugging Face "
+            f"hub ({type(exc).__name__}: {exc}); check the id, the revision and the network "
+            "(with HF_HUB_OFFLINE=1, that the cache holds them), or set MODEL_ID to a local folder"
         ) from None
+    if not revision:
+        log.warning(
+            "MODEL_REVISION is not set: %s is served at commit %s, where main points today; "
+            "set MODEL_REVISION=%s to keep these weights across restarts",
+            model_id,
+            path.name,
+            path.name,
+        )
+    return path
 
 
 def _stand_ins(raw: Any) -> DevStandIns | None:

@@ -6,7 +6,8 @@ Expected seconds per edit on one H100 at about 1 MP come from published figures 
 others, see README.md "Presets"), until our own GPU benchmark replaces them:
 
 - quality: stock diffusers, bf16, 50 steps with true CFG: 46.8 s in the transformer alone
-  (ModelTC/LightX2V, examples/qwen_image), i.e. about 0.47 s per transformer pass.
+  (ModelTC/LightX2V, examples/qwen_image), i.e. about 0.47 s per transformer pass. 2509 and 2511
+  run the 40 steps of their model cards: about four fifths of the 50-step figures.
 - balanced: the same schedule with cache-dit's DBCache + TaylorSeer: cache-dit's own tables give
   1.6-1.9x at 50 steps with CFG (46.8 s / 1.9 .. 1.6); vLLM-Omni measured 51.5 -> 21.6 s on an H200.
 - fast: 8 transformer passes with no CFG, at the 0.47 s per pass above, plus the text encoder
@@ -29,7 +30,7 @@ class PresetSpec:
     """What one preset runs, and what it is expected to cost on an H100."""
 
     preset: Preset
-    steps: int
+    steps: int  # quality and balanced: the first Qwen-Image-Edit's; see preset_steps
     true_cfg_scale: float
     scheduler: SchedulerKind
     lightning_lora: bool  # the Lightning LoRA is active only for this preset's requests
@@ -60,7 +61,7 @@ QUALITY = PresetSpec(
     step_cache=False,
     expected_h100_s="about 47",
     source="ModelTC/LightX2V examples/qwen_image: 46.8 s (stock diffusers, bf16, H100)",
-    summary="the model card: 50 steps, true CFG 4",
+    summary="the model card: 50 steps (40 for 2509 and 2511), true CFG 4",
 )
 BALANCED = PresetSpec(
     preset=Preset.BALANCED,
@@ -92,6 +93,18 @@ PRESETS: dict[Preset, PresetSpec] = {spec.preset: spec for spec in (QUALITY, BAL
 # edit, under 15 s on average); quality and balanced are there for those who ask for them.
 DEFAULT_PRESET = Preset.FAST
 FAST_STEP_CHOICES = (8, 4)
+
+# Each model family's own step count, from its model card's diffusers example (all three with
+# true CFG 4 and a blank negative prompt): quality and balanced run it.
+CARD_STEPS: dict[str, int] = {"edit": 50, "2509": 40, "2511": 40}
+
+
+def preset_steps(spec: PresetSpec, family: str, fast_steps: int) -> int:
+    """The steps a preset runs on a model of this family (model_folder.ModelFolder.family)."""
+    if spec.preset is Preset.FAST:
+        return fast_steps
+    return CARD_STEPS[family]
+
 
 # The seed's `options.quality` words, mapped onto the presets.
 QUALITY_ALIASES: dict[str, Preset] = {

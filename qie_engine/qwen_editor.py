@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 
 from qie_engine.batched_cfg import batched_cfg
-from qie_engine.contract import MAX_SEED, EditOptions, Preset, ProgressEvent, ResultMeta
+from qie_engine.contract import MAX_SEED, EditOptions, ProgressEvent, ResultMeta
 from qie_engine.edit_request import EditRequest, RequestLimits
 from qie_engine.editor import CancelledFn, EditOutcome, ProgressFn
 from qie_engine.errors import Cancelled, InvalidInput
 from qie_engine.lightning import LightningLora, lightning_scheduler
 from qie_engine.model_folder import ModelFolder
-from qie_engine.presets import PRESETS, PresetSpec
+from qie_engine.presets import PRESETS, PresetSpec, preset_steps
 from qie_engine.quantization import describe_quantization
 from qie_engine.qwen_settings import QwenSettings
 from qie_engine.step_cache import StepCache
@@ -70,6 +70,23 @@ def capped_condition_area(pixels: int | None) -> Iterator[None]:
         finally:
             for module, original in originals:
                 setattr(module, "calculate_dimensions", original)  # noqa: B010
+
+
+@contextmanager
+def offload_reset_on_error(pipe: Any) -> Iterator[None]:
+    """Leave CPU_OFFLOAD=model as a fresh request expects, however the call ends.
+
+    diffusers sends every component back to the host only at the end of a call that returns
+    (`maybe_free_model_hooks()`). A cancel or an error raises past that, leaving the transformer
+    on the GPU; the text encoder's hook has no earlier model to push off, so the next request
+    would load it beside the transformer. Without offload hooks the call only resets diffusers'
+    stateful hooks, which a fresh request expects too.
+    """
+    try:
+        yield
+    except BaseException:
+        pipe.maybe_free_model_hooks()
+        raise
 
 
 @dataclass(frozen=True)
@@ -130,7 +147,7 @@ class QwenEditor:
         return spec, steps, cfg
 
     def preset_steps(self, spec: PresetSpec) -> int:
-        return self.settings.fast_steps if spec.preset is Preset.FAST else spec.steps
+        return preset_steps(spec, self.folder.family, self.settings.fast_steps)
 
     @contextmanager
     def _preset_applied(self, spec: PresetSpec, steps: int, cfg: float) -> Iterator[None]:
@@ -138,6 +155,8 @@ class QwenEditor:
         batch_cfg = self.settings.batched_cfg and cfg > 1.0
         self.pipe.scheduler = self.schedulers[spec.scheduler]
         with ExitStack() as stack:
+            # Entered first, so it runs last: after the batched-CFG hook has come off.
+            stack.enter_context(offload_reset_on_error(self.pipe))
             if self.lightning is not None:
                 stack.enter_context(self.lightning.active(spec.lightning_lora))
             if self.step_cache is not None:
@@ -247,6 +266,8 @@ class QwenEditor:
             "variant": self.variant,
             "pipeline": type(self.pipe).__name__,
             "model_id": self.settings.model_id,
+            "model_revision": self.settings.model_revision,  # the pin, None when unpinned
+            "model_commit": self.folder.hub_commit,  # what was loaded (None: a local folder)
             "random_weights": self.random_weights,
             "max_images": self.limits.max_images,
             "device": self.device.type,
@@ -256,6 +277,7 @@ class QwenEditor:
             "cpu_offload": self.settings.cpu_offload,
             "batched_cfg": self.settings.batched_cfg,
             "lightning_lora": str(self.lightning.source) if self.lightning else None,
+            "lora_revision": self.lightning.source.revision if self.lightning else None,
             "defaults": {"preset": default.preset.value, "steps": steps, "true_cfg_scale": cfg},
             "presets": {
                 p.value: {**PRESETS[p].describe(), "steps": self.preset_steps(PRESETS[p])}

@@ -1,10 +1,11 @@
 """Building a QwenEditor: the pipeline from a hub id or a folder, then the presets' extras.
 
-`load_editor` is what Triton's model.py calls: resolve, check the memory modes against the
-device, `from_pretrained` (with diffusers' quantization config), `assemble`, warm up.
+`load_editor` is what Triton's model.py calls: bind the instance's device, resolve, check the
+memory modes against the device, `from_pretrained` (with diffusers' quantization config),
+`assemble`, warm up.
 `assemble` takes a pipeline built by anyone (the GPU benchmark builds a full-size one in memory)
-and adds what the served presets need: the Lightning LoRA, device placement or offload, the
-attention backend, the step cache, compile. Nothing is looked up behind the caller's back.
+and adds what the served presets need: the Lightning LoRA, the step cache, device placement or
+offload, the attention backend, compile. Nothing is looked up behind the caller's back.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 
 import torch
 
+from qie_engine.batched_cfg import check_masked_attention
 from qie_engine.contract import Preset
 from qie_engine.errors import EngineError
+from qie_engine.instance_device import bind, compute_dtype, one_load_at_a_time, pick_device
 from qie_engine.lightning import LightningLora, lightning_source
 from qie_engine.model_folder import ModelFolder, read_model_folder, resolve_model_dir
 from qie_engine.quantization import check_memory_modes, pipeline_quantization
@@ -25,16 +28,6 @@ from qie_engine.qwen_settings import QwenSettings
 from qie_engine.step_cache import StepCache
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-def compute_dtype(device: torch.device) -> torch.dtype:
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def load_pipeline(folder: ModelFolder, settings: QwenSettings, device: torch.device) -> Any:
@@ -61,13 +54,15 @@ def _place(pipe: Any, settings: QwenSettings, device: torch.device) -> None:
         pipe.to(device)
 
 
-def _attention(pipe: Any, backend: str | None) -> None:
-    if not backend:
-        return
-    try:
-        pipe.transformer.set_attention_backend(backend)
-    except (ValueError, ImportError, RuntimeError) as exc:
-        raise EngineError(f"attention backend {backend!r}: {exc}") from None
+def _attention(pipe: Any, settings: QwenSettings, device: torch.device) -> None:
+    backend = settings.attention_backend
+    if backend:
+        try:
+            pipe.transformer.set_attention_backend(backend)
+        except (ValueError, ImportError, RuntimeError) as exc:
+            raise EngineError(f"attention backend {backend!r}: {exc}") from None
+    if settings.batched_cfg:
+        check_masked_attention(backend, device, compute_dtype(device))
 
 
 def assemble(
@@ -77,14 +72,17 @@ def assemble(
     check_memory_modes(settings.quantization, settings.cpu_offload, device)
     lightning = None
     if Preset.FAST in settings.presets:
-        source = lightning_source(settings.lora_path, folder, settings.fast_steps)
+        source = lightning_source(
+            settings.lora_path, folder, settings.fast_steps, settings.lora_revision
+        )
         lightning = LightningLora(pipe, source, fuse=settings.presets == (Preset.FAST,))
-    _place(pipe, settings, device)
-    _attention(pipe, settings.attention_backend)
     step_cache = None
     if Preset.BALANCED in settings.presets:
+        # Before the offload hooks: the forward they keep and restore is then cache-dit's.
         threshold = folder.stand_ins.cache_threshold if folder.stand_ins else None
         step_cache = StepCache(pipe.transformer, threshold)
+    _place(pipe, settings, device)
+    _attention(pipe, settings, device)
     if settings.compile_blocks:
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     pipe.set_progress_bar_config(disable=True)
@@ -93,12 +91,15 @@ def assemble(
 
 
 def load_editor(name: str, settings: QwenSettings) -> QwenEditor:
-    """Everything model.py needs: load, assemble, warm up (Triton is ready only after this)."""
+    """Everything model.py needs: bind the device, load, assemble, warm up (Triton is ready
+    only after this)."""
     started = time.perf_counter()
-    folder = read_model_folder(resolve_model_dir(settings.model_id))
     device = pick_device(settings.device)
-    pipe = load_pipeline(folder, settings, device)
-    editor = assemble(name, pipe, folder, settings, device)
+    bind(device)  # before anything reads a weight or asks the GPU what it can do
+    folder = read_model_folder(resolve_model_dir(settings.model_id, settings.model_revision))
+    with one_load_at_a_time(device):  # until the pipeline is placed on its device
+        pipe = load_pipeline(folder, settings, device)
+        editor = assemble(name, pipe, folder, settings, device)
     log.info(
         "loaded %s (%s, %s, quantization %s) on %s in %.1fs; presets %s, default %s%s",
         settings.model_id,

@@ -20,10 +20,13 @@ class QwenSettings:
     """Every knob of the Qwen model; each one is a config.pbtxt parameter."""
 
     model_id: str
+    # The hub commit (or tag, or branch) MODEL_ID is read at; None: whatever main is now.
+    model_revision: str | None = None
     device: str = "auto"
     # The Lightning LoRA for fast: None picks the one made for the model family on the hub
     # (downloaded once into HF_HOME); a local file or folder, or a hub "owner/repo/file", wins.
     lora_path: str | None = None
+    lora_revision: str | None = None  # the same pin for a LoRA read from the hub
     fast_steps: int = 8  # 8 or 4: which Lightning LoRA, and fast's step count
     cpu_offload: OffloadMode = "none"
     quantization: QuantizationMode = "none"

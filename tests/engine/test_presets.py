@@ -7,6 +7,7 @@ never leaks into another preset), never the image quality.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from qie_engine.errors import Cancelled, EngineError, InvalidInput
 from qie_engine.lightning import lightning_source
 from qie_engine.model_folder import ModelFolder
 from qie_engine.presets import LIGHTNING_LORAS, PRESETS, QUALITY_ALIASES
-from qie_engine.qwen_editor import QwenEditor, capped_condition_area
+from qie_engine.qwen_editor import PresetExtras, QwenEditor, capped_condition_area
 from tests.engine.recorders import ProgressLog, spy
 from tests.engine.tiny_editors import dev_editor
 from tests.images import decode, png_bytes
@@ -92,6 +93,35 @@ def test_presets_are_written_once_and_the_seed_quality_words_map_onto_them() -> 
     assert set(QUALITY_ALIASES.values()) == set(PRESETS)
     assert QUALITY_ALIASES["high"] is Preset.QUALITY
     assert QUALITY_ALIASES["low"] is Preset.FAST
+
+
+@pytest.mark.parametrize(
+    ("zero_cond_t", "family", "steps"),
+    [(False, "2509", 40), (True, "2511", 40)],
+)
+def test_quality_and_balanced_run_the_step_count_of_their_model_card(
+    plus_editor: QwenEditor,
+    edit_editor: QwenEditor,
+    monkeypatch: pytest.MonkeyPatch,
+    zero_cond_t: bool,
+    family: str,
+    steps: int,
+) -> None:
+    # The 2509 and 2511 cards run 40 steps; the first Qwen-Image-Edit's, 50.
+    folder = dataclasses.replace(plus_editor.folder, zero_cond_t=zero_cond_t)
+    extras = PresetExtras(lightning=plus_editor.lightning, step_cache=plus_editor.step_cache)
+    editor = QwenEditor(
+        "plus", plus_editor.pipe, folder=folder, settings=plus_editor.settings, extras=extras
+    )
+    assert editor.folder.family == family
+    facts = editor.describe()
+    assert facts["presets"]["quality"]["steps"] == facts["presets"]["balanced"]["steps"] == steps
+    assert facts["presets"]["fast"]["steps"] == 8
+    assert edit_editor.describe()["presets"]["quality"]["steps"] == 50
+    pipeline_calls = spy(monkeypatch, type(editor.pipe), "__call__")
+    with pytest.raises(Cancelled):
+        edit(editor, ProgressLog().cancel_after(1), preset="balanced", **QUICK)
+    assert pipeline_calls.kwargs[0]["num_inference_steps"] == steps
 
 
 # --- fast: the Lightning LoRA and scheduler ----------------------------------------------------

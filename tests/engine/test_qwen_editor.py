@@ -340,6 +340,22 @@ def test_unknown_attention_backend_is_refused_by_name(tiny_edit_dir: Path) -> No
         dev_editor(tiny_edit_dir, attention_backend="warp-drive")
 
 
+def test_batched_cfg_with_a_backend_that_takes_no_mask_is_refused_at_load(
+    tiny_edit_dir: Path,
+) -> None:
+    # PyTorch's own flash kernel: diffusers refuses a mask for it, as for flash-attn and sage.
+    with pytest.raises(EngineError) as info:
+        dev_editor(tiny_edit_dir, attention_backend="_native_flash", batched_cfg=True)
+    message = str(info.value)
+    assert "BATCHED_CFG=true" in message
+    assert "ATTENTION_BACKEND=_native_flash" in message
+    assert "attn_mask" in message  # diffusers' own words, quoted
+    assert "BATCHED_CFG=false" in message
+    # Each alone loads; so does batching with a backend that takes the mask.
+    dev_editor(tiny_edit_dir, attention_backend="_native_flash")
+    dev_editor(tiny_edit_dir, attention_backend="native", batched_cfg=True)
+
+
 def test_compile_blocks_calls_compile_repeated_blocks_recorded_not_compiled(
     tiny_edit_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

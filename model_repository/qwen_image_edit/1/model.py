@@ -27,7 +27,9 @@ class TritonPythonModel:
         params = read_parameters(json.loads(args["model_config"]), os.environ)
         settings = qwen_settings(params)
         if args["model_instance_kind"] == "GPU":
-            # One instance per GPU: each one owns the device Triton placed it on.
+            # One instance per GPU: each one owns the device Triton placed it on. load_editor
+            # makes it the current CUDA device before any weight is read, and lets the
+            # instances of one host read their weights one at a time.
             device = f"cuda:{args['model_instance_device_id']}"
             settings = dataclasses.replace(settings, device=device)
         # load_editor warms up before it returns, so Triton reports ready only once that is done.
