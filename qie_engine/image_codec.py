@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import replace
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from qie_engine.contract import OutputFormat
 from qie_engine.errors import CorruptImage, ImageTooLarge, InvalidInput, UnsupportedMediaType
+from qie_engine.image_header import (
+    ALLOWED_FORMATS,
+    MIME_TYPES,
+    NOT_AN_IMAGE,
+    ImageInfo,
+    ImageLimits,
+    read_header,
+)
 
-# Pillow opens only these; every other format (TIFF, PSD, EPS, ICO, SVG...) is never parsed.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
-MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+__all__ = [
+    "ALLOWED_FORMATS",
+    "MIME_TYPES",
+    "OUTPUT_MIME_TYPES",
+    "ImageInfo",
+    "ImageLimits",
+    "check_image",
+    "decode_image",
+    "encode_image",
+    "inspect_image",
+]
+
 OUTPUT_MIME_TYPES = {
     OutputFormat.PNG: "image/png",
     OutputFormat.WEBP: "image/webp",
@@ -20,43 +37,26 @@ OUTPUT_MIME_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class ImageLimits:
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 4096 * 4096
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the header says, read without decoding the pixels."""
-
-    format: str
-    width: int
-    height: int
-
-    @property
-    def mime_type(self) -> str:
-        return MIME_TYPES[self.format]
-
-
 def _open(data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError:
-        # Pillow's own bomb guard fires above ~179 MP, before our MAX_PIXELS check can.
+        # Pillow's own bomb guard (~179 MP) fires only where max_pixels is set above it.
         raise ImageTooLarge(
             "the image header claims far more pixels than allowed; scale it down first"
         ) from None
     except UnidentifiedImageError:
-        raise UnsupportedMediaType(
-            "the file is not a JPEG, PNG or WebP image; send one of those formats"
-        ) from None
+        raise UnsupportedMediaType(NOT_AN_IMAGE) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise CorruptImage(f"the image header could not be read: {exc}") from None
 
 
 def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
-    """Check bytes, type and pixel count from the header alone; raise an InvalidInput subclass."""
+    """Check bytes, type, pixels, scans, frames, chunks and metadata before any pixel is decoded.
+
+    The container is walked first (image_header), so Pillow never opens a file over a limit;
+    Pillow's own header parse then confirms the format and size. Raises an InvalidInput subclass.
+    """
     if not data:
         raise InvalidInput("the image file is empty", code="empty_file")
     if len(data) > limits.max_bytes:
@@ -64,24 +64,31 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
             f"the image is {len(data)} bytes; the limit is {limits.max_bytes} bytes",
             code="payload_too_large",
         )
+    info = read_header(data, limits)
+    check_pixel_count(info.width, info.height, limits)
     with _open(data) as img:
         width, height = img.size
         fmt = img.format or ""
-    if fmt not in ALLOWED_FORMATS:  # pragma: no cover - formats= guarantees it
+    if fmt != info.format:  # e.g. a JPEG with more pictures behind it, which Pillow calls MPO
         raise UnsupportedMediaType(f"format {fmt!r} is not accepted")
+    check_pixel_count(width, height, limits)
+    return replace(info, width=width, height=height)
+
+
+def check_pixel_count(width: int, height: int, limits: ImageLimits) -> None:
     if width * height > limits.max_pixels:
         raise ImageTooLarge(
             f"the image is {width}x{height} = {width * height} pixels; "
             f"the limit is {limits.max_pixels} pixels, so scale it down first"
         )
-    return ImageInfo(format=fmt, width=width, height=height)
 
 
 def check_image(data: bytes, limits: ImageLimits) -> ImageInfo:
     """inspect_image plus a cheap integrity check, for callers that forward the bytes as they are.
 
-    JPEG is decoded at 1/8 scale (every entropy-coded byte is still read), PNG chunks and CRCs are
-    verified without inflating the pixels, WebP is decoded. The model decodes fully anyway.
+    JPEG is decoded at 1/8 scale (every scan is still read, hence the scan limit first), PNG
+    chunks and CRCs are verified without inflating the pixels, WebP is decoded. The model decodes
+    fully anyway.
     """
     info = inspect_image(data, limits)
     try:
@@ -113,9 +120,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageIn
         ) from None
     normalised = _normalise_mode(upright)
     normalised.info = {}
-    return normalised, ImageInfo(
-        format=info.format, width=normalised.width, height=normalised.height
-    )
+    return normalised, replace(info, width=normalised.width, height=normalised.height)
 
 
 def _normalise_mode(img: Image.Image) -> Image.Image:
