@@ -20,7 +20,9 @@ from qie_engine.errors import (
 from qie_engine.image_codec import (
     ImageInfo,
     ImageLimits,
+    check_cost_bytes,
     check_image,
+    decode_cost_bytes,
     decode_image,
     encode_image,
     inspect_image,
@@ -465,3 +467,45 @@ def test_a_webp_whose_chunk_sizes_do_not_fit_the_data_is_corrupt(
 )
 def test_ordinary_photos_pass_every_check(data: bytes) -> None:
     assert_accepted(data, LIMITS)
+
+
+def test_a_tiny_webp_of_a_huge_canvas_is_checked_without_decoding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = images.flat_webp(4096, 4096)
+    assert len(data) < 1000
+    decodes = count_pixel_decodes(monkeypatch)
+    info = check_image(data, LIMITS)
+    assert (info.format, info.width, info.height) == ("WEBP", 4096, 4096)
+    assert decodes() == 0
+    # The check costs a few MiB; a decode holds four 64 MiB canvases (libwebp's two, Pillow's
+    # copy of the frame and the image), which the memory budget must see before it starts.
+    assert check_cost_bytes(info) < 16 * MIB
+    assert decode_cost_bytes(info) >= 4 * 64 * MIB
+
+
+def test_a_jpeg_of_several_scans_reports_the_coefficients_a_decoder_holds() -> None:
+    # 4:2:0 at 64 x 48: 4 x 3 MCUs of 16 x 16 pixels, each 4 luma and 2 chroma blocks of 128 B.
+    progressive = inspect_image(images.progressive_jpeg(64, 48, subsampling=2), LIMITS)
+    assert progressive.coefficient_bytes == 4 * 3 * 6 * 128
+    baseline = inspect_image(images.jpeg_bytes(64, 48, subsampling=2), LIMITS)
+    assert baseline.coefficient_bytes == 0
+    assert check_cost_bytes(progressive) > check_cost_bytes(baseline)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [images.jpeg_bytes(), images.progressive_jpeg(), images.png_bytes(), images.webp_bytes()],
+    ids=["jpeg", "progressive-jpeg", "png", "webp"],
+)
+def test_a_decode_is_budgeted_at_least_what_the_check_is(data: bytes) -> None:
+    info = check_image(data, LIMITS)
+    assert 0 < check_cost_bytes(info) <= decode_cost_bytes(info)
+    # At least the two 4-byte-a-pixel images decode_image holds at its peak.
+    assert decode_cost_bytes(info) > 2 * 4 * info.width * info.height
+
+
+def test_the_decode_budget_grows_with_the_pixels() -> None:
+    small = ImageInfo("PNG", 1024, 1024)
+    large = ImageInfo("PNG", 4096, 4096)
+    assert decode_cost_bytes(large) - decode_cost_bytes(small) >= 8 * (4096**2 - 1024**2)
