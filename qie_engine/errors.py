@@ -32,6 +32,12 @@ class CorruptImage(InvalidInput):
     code = "corrupt_image"
 
 
+class ImageTooComplex(InvalidInput):
+    """Small in bytes but costly to read: too many JPEG scans, frames, chunks or metadata."""
+
+    code = "image_too_complex"
+
+
 class Cancelled(EngineError):
     """The caller cancelled, disconnected or ran out of time; the run stopped early."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -172,3 +173,174 @@ def image_bytes(width: int, height: int, fmt: str = "PNG") -> bytes:
     """A colourful width x height image in PNG, JPEG or WEBP."""
     makers = {"PNG": png_bytes, "JPEG": jpeg_bytes, "WEBP": webp_bytes}
     return makers[fmt.upper()](width, height)
+
+
+# --- small files that decode big ---------------------------------------------------------------
+
+
+@functools.cache
+def flat_webp(width: int = 4096, height: int = 4096) -> bytes:
+    """One flat colour as a lossless WebP: 706 bytes for 4096 x 4096, which decode to 64 MiB."""
+    return encode(Image.new("RGB", (width, height), (200, 30, 30)), "WEBP", lossless=True)
+
+
+def progressive_jpeg(width: int = 64, height: int = 48, **save_args: Any) -> bytes:
+    """A progressive JPEG as libjpeg writes it: ten scans for a colour image."""
+    return jpeg_bytes(width, height, progressive=True, **save_args)
+
+
+def _bits_to_entropy_bytes(bits: str) -> bytes:
+    """Pad a bit string with ones to whole bytes; stuff a zero after every 0xFF (T.81 F.1.2.3)."""
+    bits += "1" * (-len(bits) % 8)
+    raw = int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
+    return raw.replace(b"\xff", b"\xff\x00")
+
+
+def _eob_runs(blocks: int) -> str:
+    """Huffman-coded end-of-band runs that skip `blocks` blocks (T.81 G.1.2.2), with the code
+    of _EOB_TABLE: symbol r << 4 (a run of 2**r + r extra bits) is the 4-bit code r."""
+    bits = []
+    while blocks:
+        r = min(14, blocks.bit_length() - 1)
+        run = min(blocks, (1 << (r + 1)) - 1)
+        bits.append(format(r, "04b") + (format(run - (1 << r), f"0{r}b") if r else ""))
+        blocks -= run
+    return "".join(bits)
+
+
+# An AC Huffman table (class 1, id 0) holding the fifteen end-of-band run symbols, all 4 bits long.
+_EOB_TABLE = bytes([0x10]) + bytes([0, 0, 0, 15] + [0] * 12) + bytes(r << 4 for r in range(15))
+
+
+def jpeg_with_scans(scans: int, width: int = 256, height: int = 256) -> bytes:
+    """A valid progressive JPEG of exactly `scans` scans: libjpeg's ten, then empty luma scans.
+
+    Each added scan is a first AC pass over the luma in which every block ends at once (one
+    end-of-band run), so the pixels stay the same, but a decoder walks every block once per scan:
+    the decode time grows with scans x blocks from a file that grows by a few bytes a scan.
+    """
+    base = encode(Image.new("RGB", (width, height), (90, 120, 200)), "JPEG", progressive=True)
+    extra = scans - base.count(b"\xff\xda")  # entropy-coded data never holds FF DA (stuffing)
+    if extra < 0:
+        raise ValueError(f"a progressive JPEG from libjpeg already has more than {scans} scans")
+    blocks = -(-width // 8) * -(-height // 8)  # the luma's 8x8 blocks, in a single-component scan
+    header = b"\xff\xda" + struct.pack(">HB2B3B", 8, 1, 1, 0x00, 1, 63, 0x00)  # Y, AC 1..63
+    scan = header + _bits_to_entropy_bytes(_eob_runs(blocks))
+    dht = b"\xff\xc4" + struct.pack(">H", 2 + len(_EOB_TABLE)) + _EOB_TABLE
+    return base[:-2] + dht + scan * extra + b"\xff\xd9"
+
+
+def png_with_chunks(*chunks: tuple[bytes, bytes], data: bytes | None = None) -> bytes:
+    """A PNG (by default png_bytes()) with extra chunks, valid CRCs, inserted after its IHDR."""
+    data = data or png_bytes()
+    after_ihdr = 8 + 12 + struct.unpack_from(">I", data, 8)[0]
+    extra = b"".join(_png_chunk(kind, payload) for kind, payload in chunks)
+    return data[:after_ihdr] + extra + data[after_ihdr:]
+
+
+def incompressible(size: int, seed: int = 0) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+def png_with_icc_chunk(profile_bytes: int) -> bytes:
+    """A PNG whose iCCP chunk holds `profile_bytes` of (incompressible) profile."""
+    profile = incompressible(profile_bytes)
+    return png_with_chunks((b"iCCP", b"icc\x00\x00" + zlib.compress(profile)))
+
+
+def png_with_ztxt_bomb(inflated_bytes: int) -> bytes:
+    """A PNG whose zTXt chunk is a few KiB stored but inflates to `inflated_bytes` of text."""
+    return png_with_chunks((b"zTXt", b"Comment\x00\x00" + zlib.compress(b"A" * inflated_bytes, 9)))
+
+
+# The smallest valid EXIF block: a little-endian TIFF header pointing at an empty IFD.
+TIFF_HEADER = b"II*\x00\x08\x00\x00\x00"
+
+
+def png_with_exif_chunk(size: int) -> bytes:
+    """A PNG whose eXIf chunk is `size` bytes: a TIFF header, then an empty IFD and padding."""
+    return png_with_chunks((b"eXIf", TIFF_HEADER + b"\x00" * (size - len(TIFF_HEADER))))
+
+
+def apng(frames: int, width: int = 16, height: int = 12) -> bytes:
+    """An animated PNG of `frames` frames, each a different colour."""
+    stills = [Image.new("RGB", (width, height), (i * 37 % 256, 80, 160)) for i in range(frames)]
+    return encode(stills[0], "PNG", save_all=True, append_images=stills[1:])
+
+
+def apng_declaring(frames: int) -> bytes:
+    """A two-frame APNG whose acTL chunk declares `frames` frames."""
+    data = apng(2)
+    start = data.index(b"acTL") - 4
+    actl = _png_chunk(b"acTL", struct.pack(">II", frames, 0))
+    return data[:start] + actl + data[start + len(actl) :]
+
+
+def webp_with_metadata(*, exif: bytes = b"", icc_profile: bytes = b"", xmp: bytes = b"") -> bytes:
+    """A small lossy WebP carrying the given EXIF, ICCP and XMP chunks (libwebp writes them)."""
+    return encode(colourful(32, 24), "WEBP", exif=exif, icc_profile=icc_profile, xmp=xmp)
+
+
+def webp_with_alpha(width: int = 32, height: int = 24) -> bytes:
+    img = colourful(width, height).convert("RGBA")
+    img.putalpha(Image.linear_gradient("L").resize((width, height)))
+    return encode(img, "WEBP", quality=90)
+
+
+def lossy_webp(width: int = 64, height: int = 48) -> bytes:
+    return encode(colourful(width, height), "WEBP", quality=90)
+
+
+def _riff_chunk(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) % 2)
+
+
+def animated_webp(frames: int) -> bytes:
+    """An animated WebP of `frames` 1 x 1 frames, laid out as libwebp's muxer writes them."""
+    still = encode(Image.new("RGB", (1, 1), (0, 128, 255)), "WEBP", lossless=True)
+    bitstream = still[12:]  # the VP8L chunk, header included
+    vp8x = struct.pack("<B3x", 0x02) + (0).to_bytes(3, "little") * 2  # animation flag, 1 x 1
+    anim = struct.pack("<IH", 0xFFFFFFFF, 0)  # background colour, loop forever
+    frame = (0).to_bytes(3, "little") * 4 + (100).to_bytes(3, "little") + b"\x00"
+    body = b"WEBP" + _riff_chunk(b"VP8X", vp8x) + _riff_chunk(b"ANIM", anim)
+    body += _riff_chunk(b"ANMF", frame + bitstream) * frames
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def truncated_webp(width: int = 128, height: int = 96) -> bytes:
+    return truncated(encode(noise(width, height), "WEBP", quality=90))
+
+
+def jpeg_with_segment(marker: int, payload: bytes, data: bytes | None = None) -> bytes:
+    """A JPEG (by default jpeg_bytes()) with one more marker segment right after its SOI."""
+    data = data or jpeg_bytes()
+    return (
+        data[:2] + bytes([0xFF, marker]) + struct.pack(">H", 2 + len(payload)) + payload + data[2:]
+    )
+
+
+def jpeg_with_empty_comments(count: int) -> bytes:
+    """A small JPEG carrying `count` empty COM segments, 4 bytes each."""
+    data = jpeg_bytes()
+    return data[:2] + b"\xff\xfe\x00\x02" * count + data[2:]
+
+
+def jpeg_header_claiming(width: int, height: int) -> bytes:
+    """A small baseline JPEG whose frame header claims width x height pixels."""
+    data = jpeg_bytes(8, 8)
+    sof = data.index(b"\xff\xc0")
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+
+
+def webp_header_claiming(width: int, height: int) -> bytes:
+    """A 38-byte lossless WebP whose VP8L header claims width x height pixels.
+
+    libwebp's fastest lossless method codes one flat colour with one-symbol Huffman codes, zero
+    bits a pixel, so the same bitstream is valid at any size: only the 14-bit sizes change.
+    """
+    data = bytearray(
+        encode(Image.new("RGB", (16, 16), (200, 30, 30)), "WEBP", lossless=True, method=0)
+    )
+    bits = struct.unpack_from("<I", data, 21)[0] & ~((1 << 28) - 1)  # keep alpha and version bits
+    struct.pack_into("<I", data, 21, bits | (width - 1) | (height - 1) << 14)
+    return bytes(data)

@@ -6,11 +6,14 @@ import json
 from typing import Any
 
 import pytest
+from PIL import ImageFile, WebPImagePlugin
 
 from qie_engine.contract import MAX_SEED, OutputFormat, Preset
 from qie_engine.edit_request import RawEdit, RequestLimits, parse_request
-from qie_engine.errors import ImageTooLarge, InvalidInput
+from qie_engine.errors import CorruptImage, ImageTooComplex, ImageTooLarge, InvalidInput
+from qie_engine.image_codec import ImageLimits
 from tests import images
+from tests.engine.recorders import spy
 
 LIMITS = RequestLimits(max_prompt_chars=50, max_images=2)
 
@@ -164,3 +167,54 @@ def test_every_image_is_checked() -> None:
     with pytest.raises(InvalidInput) as info:
         parse(image_list=[images.png_bytes(), images.tiff_bytes()])
     assert info.value.code == "unsupported_media_type"
+
+
+# --- the model keeps its own image checks --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (images.jpeg_with_scans(2_000), ImageTooComplex),
+        (images.png_with_icc_chunk(3 * 1024 * 1024), ImageTooComplex),
+        (images.png_with_ztxt_bomb(64 * 1024 * 1024), ImageTooComplex),
+        (images.webp_with_metadata(exif=b"\x00" * (2 * 1024 * 1024)), ImageTooComplex),
+        (images.apng_declaring(1_000_000), ImageTooComplex),
+        (images.animated_webp(5_000), ImageTooComplex),
+        (images.truncated_webp(), CorruptImage),
+    ],
+    ids=[
+        "jpeg-scan-bomb",
+        "png-huge-icc",
+        "png-ztxt-bomb",
+        "webp-huge-exif",
+        "apng-many-frames",
+        "webp-many-frames",
+        "webp-truncated",
+    ],
+)
+def test_the_model_refuses_small_files_that_decode_big_before_decoding(
+    monkeypatch: pytest.MonkeyPatch, data: bytes, error: type[InvalidInput]
+) -> None:
+    # What reaches Triton without the gateway's check meets the same limits there.
+    loads = spy(monkeypatch, ImageFile.ImageFile, "load")
+    webp_loads = spy(monkeypatch, WebPImagePlugin.WebPImageFile, "load")
+    with pytest.raises(error) as info:
+        parse(image_list=[data])
+    assert info.value.code == error.code
+    assert loads.count + webp_loads.count == 0
+
+
+def test_the_model_applies_the_configured_image_limits() -> None:
+    data = images.jpeg_with_scans(12)
+    strict = RequestLimits(image=ImageLimits(max_jpeg_scans=11))
+    with pytest.raises(ImageTooComplex):
+        parse(image_list=[data], limits=strict)
+    assert parse(image_list=[data]).images[0].size == (256, 256)
+
+
+def test_ordinary_progressive_and_animated_uploads_still_decode() -> None:
+    request = parse(image_list=[images.progressive_jpeg(), images.apng(3)])
+    assert [img.size for img in request.images] == [(64, 48), (16, 12)]
+    assert [info.frames for info in request.image_infos] == [1, 3]
+    assert request.image_infos[0].coefficient_bytes > 0

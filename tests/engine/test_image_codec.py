@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile, TiffImagePlugin
+from PIL import Image, ImageFile, TiffImagePlugin, WebPImagePlugin
 
 from qie_engine.contract import OutputFormat
-from qie_engine.errors import CorruptImage, ImageTooLarge, InvalidInput, UnsupportedMediaType
+from qie_engine.errors import (
+    CorruptImage,
+    ImageTooComplex,
+    ImageTooLarge,
+    InvalidInput,
+    UnsupportedMediaType,
+)
 from qie_engine.image_codec import (
+    ImageInfo,
     ImageLimits,
+    check_cost_bytes,
     check_image,
+    decode_cost_bytes,
     decode_image,
     encode_image,
     inspect_image,
@@ -21,6 +31,41 @@ from tests import images
 from tests.engine.recorders import spy
 
 LIMITS = ImageLimits()
+MIB = 1024 * 1024
+# Every way an upload is read: the header alone, the gateway's check, the model's decode.
+READERS: list[Callable[[bytes, ImageLimits], object]] = [inspect_image, check_image, decode_image]
+
+
+def count_pixel_decodes(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Spy on Pillow's pixel loads: ImageFile.load (JPEG, PNG) and WebP's, which decodes first."""
+    loads = spy(monkeypatch, ImageFile.ImageFile, "load")
+    webp_loads = spy(monkeypatch, WebPImagePlugin.WebPImageFile, "load")
+    return lambda: loads.count + webp_loads.count
+
+
+def assert_refused_unread(
+    monkeypatch: pytest.MonkeyPatch, data: bytes, limits: ImageLimits, error: type[InvalidInput]
+) -> list[InvalidInput]:
+    """Every reader refuses data with `error`, and no pixel is decoded on the way."""
+    decodes = count_pixel_decodes(monkeypatch)
+    refusals = []
+    for read in READERS:
+        with pytest.raises(error) as info:
+            read(data, limits)
+        assert info.value.code == error.code
+        refusals.append(info.value)
+    assert decodes() == 0
+    return refusals
+
+
+def assert_accepted(data: bytes, limits: ImageLimits) -> ImageInfo:
+    """Every reader accepts data, and agrees on what it is."""
+    header = inspect_image(data, limits)
+    assert check_image(data, limits) == header
+    img, decoded = decode_image(data, limits)
+    assert img.mode in ("RGB", "RGBA")
+    assert decoded.format == header.format
+    return header
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
@@ -111,14 +156,15 @@ def test_pillow_never_parses_a_disallowed_format(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize(
     "data",
-    [images.truncated_jpeg(), images.truncated_png()],
-    ids=["jpeg", "png"],
+    [images.truncated_jpeg(), images.truncated_png(), images.truncated_webp()],
+    ids=["jpeg", "png", "webp"],
 )
-def test_truncated_image_is_corrupt_not_half_decoded(data: bytes) -> None:
-    inspect_image(data, LIMITS)  # the header alone is intact
-    with pytest.raises(CorruptImage) as info:
-        decode_image(data, LIMITS)
-    assert info.value.code == "corrupt_image"
+def test_truncated_image_is_corrupt_found_from_its_structure_not_half_decoded(
+    monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> None:
+    # Its header is intact, but the chunk or scan it was cut in runs past the end of the file.
+    refusals = assert_refused_unread(monkeypatch, data, LIMITS, CorruptImage)
+    assert "truncated" in str(refusals[0])
 
 
 @pytest.mark.parametrize("magic", [images.PNG_MAGIC, images.JPEG_MAGIC, images.WEBP_MAGIC])
@@ -239,3 +285,227 @@ def test_the_cheap_check_never_inflates_png_pixels(monkeypatch: pytest.MonkeyPat
     loads = spy(monkeypatch, ImageFile.ImageFile, "load")
     check_image(images.png_bytes(), ImageLimits())
     assert loads.count == 0
+
+
+# --- small files that decode big: decided from the container, before any pixel ----------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        images.png_header_claiming(5_000, 5_000),
+        images.jpeg_header_claiming(5_000, 5_000),
+        images.webp_header_claiming(5_000, 5_000),
+    ],
+    ids=["png", "jpeg", "webp"],
+)
+def test_a_huge_canvas_in_a_tiny_file_is_refused_before_pillow_opens_it(
+    monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> None:
+    assert len(data) < 1000
+    opens = spy(monkeypatch, Image, "open")
+    assert_refused_unread(monkeypatch, data, LIMITS, ImageTooLarge)
+    assert opens.count == 0  # libwebp allocates its canvas when Pillow opens a WebP
+
+
+def test_a_jpeg_scan_bomb_is_refused_from_its_markers(monkeypatch: pytest.MonkeyPatch) -> None:
+    bomb = images.jpeg_with_scans(2_000)
+    refusals = assert_refused_unread(monkeypatch, bomb, LIMITS, ImageTooComplex)
+    assert all("baseline" in str(refusal) for refusal in refusals)  # what to do about it
+
+
+def test_the_scan_limit_is_exact() -> None:
+    data = images.jpeg_with_scans(12)
+    assert_accepted(data, ImageLimits(max_jpeg_scans=12))
+    with pytest.raises(ImageTooComplex) as info:
+        check_image(data, ImageLimits(max_jpeg_scans=11))
+    assert info.value.code == "image_too_complex"
+    assert "11 scans" in str(info.value)
+
+
+def test_a_scan_marker_inside_a_metadata_segment_is_not_a_scan() -> None:
+    data = images.jpeg_with_segment(0xE1, b"Exif\x00\x00" + b"\xff\xda\x00\x08" * 500)
+    assert_accepted(data, ImageLimits(max_jpeg_scans=1))
+
+
+def test_restart_markers_and_stuffed_bytes_inside_a_scan_are_not_markers() -> None:
+    data = images.encode(images.noise(64, 256), "JPEG", quality=95, restart_marker_rows=1)
+    assert b"\xff\xd3" in data  # restart markers
+    assert b"\xff\x00" in data  # stuffed 0xFF bytes
+    info = assert_accepted(data, ImageLimits(max_jpeg_scans=1))
+    assert info.coefficient_bytes == 0  # one scan: decoded row by row
+
+
+@pytest.mark.parametrize(
+    "data",
+    [images.jpeg_bytes(), images.progressive_jpeg(), images.jpeg_with_scans(18)],
+    ids=["baseline", "progressive", "18-scans-like-libjpeg-cmyk"],
+)
+def test_real_encoders_jpegs_are_far_under_the_scan_limit(data: bytes) -> None:
+    assert_accepted(data, LIMITS)
+
+
+def test_a_png_metadata_chunk_over_the_limit_is_refused_without_inflating_the_pixels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for data in (
+        images.png_with_icc_chunk(3 * MIB),
+        images.png_with_exif_chunk(3 * MIB),
+        images.png_with_chunks((b"tEXt", b"Comment\x00" + b"x" * (2 * MIB))),
+        images.png_with_chunks((b"prVt", b"\x00" * (2 * MIB))),  # an unknown ancillary chunk
+    ):
+        refusals = assert_refused_unread(monkeypatch, data, LIMITS, ImageTooComplex)
+        assert "metadata" in str(refusals[0])
+
+
+def test_a_ztxt_bomb_counts_inflated_and_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    bomb = images.png_with_ztxt_bomb(64 * MIB)
+    assert len(bomb) < 100_000
+    assert_refused_unread(monkeypatch, bomb, LIMITS, ImageTooComplex)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        images.png_with_exif_chunk(1000),
+        images.png_with_ztxt_bomb(1000),
+        images.webp_with_metadata(exif=images.TIFF_HEADER + b"\x00" * 992),
+        images.webp_with_metadata(icc_profile=b"\x00" * 600, xmp=b"<x/>" * 100),
+        images.jpeg_with_segment(0xE2, b"\x00" * 1000),
+    ],
+    ids=["png-exif", "png-ztxt-inflated", "webp-exif", "webp-icc-and-xmp", "jpeg-app2"],
+)
+def test_the_metadata_limit_is_exact(data: bytes) -> None:
+    total = inspect_image(data, LIMITS).metadata_bytes
+    assert total >= 1000
+    assert_accepted(data, ImageLimits(max_metadata_bytes=total))
+    with pytest.raises(ImageTooComplex) as info:
+        check_image(data, ImageLimits(max_metadata_bytes=total - 1))
+    assert info.value.code == "image_too_complex"
+
+
+def test_a_webp_with_a_huge_exif_chunk_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = images.webp_with_metadata(exif=b"\x00" * (2 * MIB))
+    assert_refused_unread(monkeypatch, data, LIMITS, ImageTooComplex)
+
+
+def test_a_jpeg_with_a_huge_icc_profile_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow splits the profile over APP2 segments of 64 KiB and joins them again on reading.
+    data = images.jpeg_bytes(icc_profile=images.incompressible(2 * MIB))
+    assert_refused_unread(monkeypatch, data, LIMITS, ImageTooComplex)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [images.apng_declaring(1_000_000), images.animated_webp(5_000)],
+    ids=["apng-acTL", "webp-anmf"],
+)
+def test_an_animation_with_too_many_frames_is_refused(
+    monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> None:
+    refusals = assert_refused_unread(monkeypatch, data, LIMITS, ImageTooComplex)
+    assert "first frame" in str(refusals[0])
+
+
+@pytest.mark.parametrize("make", [images.apng, images.animated_webp], ids=["apng", "webp"])
+def test_the_frame_limit_is_exact(make: Callable[[int], bytes]) -> None:
+    data = make(3)
+    assert assert_accepted(data, ImageLimits(max_frames=3)).frames == 3
+    with pytest.raises(ImageTooComplex) as info:
+        check_image(data, ImageLimits(max_frames=2))
+    assert info.value.code == "image_too_complex"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        images.png_with_chunks(*[(b"prIv", b"")] * 20_000),
+        images.jpeg_with_empty_comments(20_000),
+    ],
+    ids=["png-empty-chunks", "jpeg-empty-comments"],
+)
+def test_a_file_of_countless_empty_chunks_is_refused(
+    monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> None:
+    assert_refused_unread(monkeypatch, data, LIMITS, ImageTooComplex)
+
+
+def test_a_webp_whose_chunk_sizes_do_not_fit_the_data_is_corrupt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = images.lossy_webp()
+    riff_too_long = data[:4] + (len(data) - 8 + 2).to_bytes(4, "little") + data[8:]
+    chunk_too_long = data[:16] + (len(data)).to_bytes(4, "little") + data[20:]
+    for damaged in (riff_too_long, chunk_too_long):
+        assert_refused_unread(monkeypatch, damaged, LIMITS, CorruptImage)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        images.jpeg_bytes(),
+        images.progressive_jpeg(),
+        images.exif_orientation_6(),
+        images.with_exif_and_icc(fmt="JPEG"),
+        images.with_exif_and_icc(fmt="PNG"),
+        images.webp_bytes(),
+        images.lossy_webp(),
+        images.webp_with_alpha(),
+        images.palette_png_with_transparency(),
+    ],
+    ids=[
+        "baseline-jpeg",
+        "progressive-jpeg",
+        "exif-rotated-jpeg",
+        "jpeg-with-icc",
+        "png-with-icc",
+        "lossless-webp",
+        "lossy-webp",
+        "webp-with-alpha",
+        "palette-png",
+    ],
+)
+def test_ordinary_photos_pass_every_check(data: bytes) -> None:
+    assert_accepted(data, LIMITS)
+
+
+def test_a_tiny_webp_of_a_huge_canvas_is_checked_without_decoding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = images.flat_webp(4096, 4096)
+    assert len(data) < 1000
+    decodes = count_pixel_decodes(monkeypatch)
+    info = check_image(data, LIMITS)
+    assert (info.format, info.width, info.height) == ("WEBP", 4096, 4096)
+    assert decodes() == 0
+    # The check costs a few MiB; a decode holds four 64 MiB canvases (libwebp's two, Pillow's
+    # copy of the frame and the image), which the memory budget must see before it starts.
+    assert check_cost_bytes(info) < 16 * MIB
+    assert decode_cost_bytes(info) >= 4 * 64 * MIB
+
+
+def test_a_jpeg_of_several_scans_reports_the_coefficients_a_decoder_holds() -> None:
+    # 4:2:0 at 64 x 48: 4 x 3 MCUs of 16 x 16 pixels, each 4 luma and 2 chroma blocks of 128 B.
+    progressive = inspect_image(images.progressive_jpeg(64, 48, subsampling=2), LIMITS)
+    assert progressive.coefficient_bytes == 4 * 3 * 6 * 128
+    baseline = inspect_image(images.jpeg_bytes(64, 48, subsampling=2), LIMITS)
+    assert baseline.coefficient_bytes == 0
+    assert check_cost_bytes(progressive) > check_cost_bytes(baseline)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [images.jpeg_bytes(), images.progressive_jpeg(), images.png_bytes(), images.webp_bytes()],
+    ids=["jpeg", "progressive-jpeg", "png", "webp"],
+)
+def test_a_decode_is_budgeted_at_least_what_the_check_is(data: bytes) -> None:
+    info = check_image(data, LIMITS)
+    assert 0 < check_cost_bytes(info) <= decode_cost_bytes(info)
+    # At least the two 4-byte-a-pixel images decode_image holds at its peak.
+    assert decode_cost_bytes(info) > 2 * 4 * info.width * info.height
+
+
+def test_the_decode_budget_grows_with_the_pixels() -> None:
+    small = ImageInfo("PNG", 1024, 1024)
+    large = ImageInfo("PNG", 4096, 4096)
+    assert decode_cost_bytes(large) - decode_cost_bytes(small) >= 8 * (4096**2 - 1024**2)
