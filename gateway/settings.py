@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from qie_engine import limits
+from qie_engine.image_header import ImageLimits
 
 DEFAULT_MODEL_ALIASES = {
     # The seed's Serverpod plan names these; they reach the Qwen model unchanged.
@@ -43,6 +44,14 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(limits.MAX_IMAGE_BYTES, alias="MAX_IMAGE_BYTES", gt=0)
     max_pixels: int = Field(limits.MAX_PIXELS, alias="MAX_PIXELS", gt=0)
     max_prompt_chars: int = Field(limits.MAX_PROMPT_CHARS, alias="MAX_PROMPT_CHARS", gt=0)
+    max_jpeg_scans: int = Field(limits.MAX_JPEG_SCANS, alias="MAX_JPEG_SCANS", gt=0)
+    max_image_metadata_bytes: int = Field(
+        limits.MAX_IMAGE_METADATA_BYTES, alias="MAX_IMAGE_METADATA_BYTES", ge=0
+    )
+    max_image_frames: int = Field(limits.MAX_IMAGE_FRAMES, alias="MAX_IMAGE_FRAMES", gt=0)
+    max_image_chunks: int = Field(limits.MAX_IMAGE_CHUNKS, alias="MAX_IMAGE_CHUNKS", gt=0)
+    # Memory the image checks may hold at once; a check waits while others use it up.
+    max_decode_mb: int = Field(256, alias="MAX_DECODE_MB", gt=0)
     # A batch: 2 to this many images (or variations), one job each; its whole body's cap.
     max_batch_images: int = Field(16, alias="MAX_BATCH_IMAGES", ge=2)
     max_batch_upload_bytes: int = Field(100 * 1024 * 1024, alias="MAX_BATCH_UPLOAD_BYTES", gt=0)
@@ -88,6 +97,12 @@ class Settings(BaseSettings):
         if not self.triton_urls:
             raise ValueError("TRITON_URLS is empty: give at least one Triton gRPC host:port")
         return self
+
+    def image_limits(self) -> ImageLimits:
+        """The shared image limits, as this gateway is configured."""
+        return ImageLimits(
+            **{field: getattr(self, name.lower()) for name, field in limits.IMAGE_LIMITS.items()}
+        )
 
     def resolve_model(self, name: str | None) -> str:
         name = (name or "").strip() or self.default_model

@@ -30,6 +30,7 @@ __all__ = [
     "decode_image",
     "encode_image",
     "inspect_image",
+    "verify_image",
 ]
 
 OUTPUT_MIME_TYPES = {
@@ -37,7 +38,6 @@ OUTPUT_MIME_TYPES = {
     OutputFormat.WEBP: "image/webp",
     OutputFormat.JPEG: "image/jpeg",
 }
-
 
 
 def _open(data: bytes) -> Image.Image:
@@ -98,8 +98,14 @@ def check_image(data: bytes, limits: ImageLimits) -> ImageInfo:
     by the model's decode (corrupt_image). check_cost_bytes(info) is what this takes at its peak.
     """
     info = inspect_image(data, limits)
+    verify_image(data, info)
+    return info
+
+
+def verify_image(data: bytes, info: ImageInfo) -> None:
+    """The integrity step of check_image, for bytes that inspect_image already read as `info`."""
     if info.format == "WEBP":
-        return info
+        return
     try:
         with _open(data) as img:
             if info.format == "JPEG":
@@ -111,7 +117,6 @@ def check_image(data: bytes, limits: ImageLimits) -> ImageInfo:
         raise CorruptImage(
             f"the image could not be decoded (truncated or damaged): {exc}"
         ) from None
-    return info
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:

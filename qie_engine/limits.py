@@ -30,3 +30,21 @@ MAX_IMAGE_FRAMES = 1000
 # Chunks (PNG, WebP) or markers (JPEG) in one file. libpng writes 8 KiB IDAT chunks, 2,560 in a
 # 20 MiB PNG; a file of millions of empty chunks would make the walks themselves the cost.
 MAX_IMAGE_CHUNKS = 10_000
+
+# Each image limit's variable, and the field of ImageLimits it sets.
+IMAGE_LIMITS = {
+    "MAX_IMAGE_BYTES": "max_bytes",
+    "MAX_PIXELS": "max_pixels",
+    "MAX_JPEG_SCANS": "max_jpeg_scans",
+    "MAX_IMAGE_METADATA_BYTES": "max_metadata_bytes",
+    "MAX_IMAGE_FRAMES": "max_frames",
+    "MAX_IMAGE_CHUNKS": "max_chunks",
+}
+# The variables both the gateway and every model read.
+SHARED = (*IMAGE_LIMITS, "MAX_PROMPT_CHARS")
+
+
+def default(name: str) -> int:
+    """The default of one of the SHARED variables."""
+    value: int = globals()[name]
+    return value

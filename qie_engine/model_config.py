@@ -36,9 +36,7 @@ OVERRIDABLE = (
     "PRESETS",
     "DEFAULT_PRESET",
     "WARMUP",
-    "MAX_IMAGE_BYTES",
-    "MAX_PIXELS",
-    "MAX_PROMPT_CHARS",
+    *limits.SHARED,
 )
 
 
@@ -91,8 +89,10 @@ def _choice(params: Mapping[str, str], key: str, choices: tuple[str, ...], defau
 def request_limits(params: Mapping[str, str], max_images: int = 1) -> RequestLimits:
     return RequestLimits(
         image=ImageLimits(
-            max_bytes=_int(params, "MAX_IMAGE_BYTES", limits.MAX_IMAGE_BYTES),
-            max_pixels=_int(params, "MAX_PIXELS", limits.MAX_PIXELS),
+            **{
+                field: _int(params, name, limits.default(name))
+                for name, field in limits.IMAGE_LIMITS.items()
+            }
         ),
         max_prompt_chars=_int(params, "MAX_PROMPT_CHARS", limits.MAX_PROMPT_CHARS),
         max_images=max_images,

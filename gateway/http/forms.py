@@ -19,6 +19,7 @@ from fastapi import UploadFile
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway.errors import ApiError, ErrorCode
+from gateway.http.decode_budget import DecodeBudget
 from gateway.http.schemas import RequestOptions
 from gateway.jobs.submission import Submission
 from gateway.settings import Settings
@@ -27,7 +28,7 @@ from gateway.triton.registry import ModelInfo
 from gateway.webhooks.targets import CallbackPolicy
 from qie_engine.contract import EditOptions, describe_validation_error
 from qie_engine.edit_request import check_image_count, check_prompt
-from qie_engine.image_codec import ImageLimits, check_image
+from qie_engine.image_codec import check_cost_bytes, inspect_image, verify_image
 
 # Options that may also come as plain form fields (text, parsed as numbers where they are).
 PLAIN_OPTIONS = ("preset", "steps", "true_cfg_scale", "seed", "output_format", "width", "height")
@@ -158,7 +159,8 @@ class FormReader:
         self.settings = settings
         self.policy = policy
         self.models = models  # the registry's, kept up to date as Triton's models change
-        self.limits = ImageLimits(settings.max_image_bytes, settings.max_pixels)
+        self.limits = settings.image_limits()
+        self.budget = DecodeBudget(settings.max_decode_mb * 1024 * 1024)
 
     def model(self, name: str | None) -> ModelInfo:
         resolved = self.settings.resolve_model(name)
@@ -183,9 +185,12 @@ class FormReader:
         return EditParts(info, options, prompt, negative)
 
     async def check_image(self, data: bytes) -> None:
-        """Type and pixels from the header, then an integrity check: off the event loop. Raises
-        the engine's InvalidInput, which the one error handler answers."""
-        await asyncio.to_thread(check_image, data, self.limits)
+        """Type, pixels and structure from the header, then an integrity check within the memory
+        budget, both off the event loop. Raises the engine's InvalidInput, which the one error
+        handler answers."""
+        info = await asyncio.to_thread(inspect_image, data, self.limits)
+        async with self.budget.reserve(check_cost_bytes(info)):
+            await asyncio.to_thread(verify_image, data, info)
 
     def submission(
         self, parts: EditParts, images: list[bytes], options: EditOptions, caller: Caller

@@ -166,6 +166,15 @@ IMAGE_CASES = [
     ("13-png-magic", images.magic_then_garbage(images.PNG_MAGIC), 415, "unsupported_media_type"),
     ("13-jpeg-magic", images.magic_then_garbage(images.JPEG_MAGIC), 415, "unsupported_media_type"),
     ("13-webp-magic", images.magic_then_garbage(images.WEBP_MAGIC), 422, "corrupt_image"),
+    ("39-scan-bomb", images.jpeg_with_scans(8000), 422, "image_too_complex"),
+    ("39-icc-bomb", images.png_with_icc_chunk(2 * 1024 * 1024), 422, "image_too_complex"),
+    (
+        "39-exif-bomb",
+        images.webp_with_metadata(exif=b"E" * 2 * 1024 * 1024),
+        422,
+        "image_too_complex",
+    ),
+    ("39-frames", images.apng_declaring(100_000), 422, "image_too_complex"),
 ]
 
 
@@ -177,6 +186,20 @@ def test_03_to_13_the_bytes_decide_and_bad_ones_are_refused(
 ) -> None:
     error = refused(form(data))
     assert (error.status, error.code) == (status, code)
+
+
+def test_39_a_tiny_webp_claiming_the_most_pixels_is_accepted_without_a_decode() -> None:
+    """706 bytes declaring 4096 x 4096: the limit allows it, and the gateway's check holds a few
+    MiB for it (check_cost_bytes), where a decode took 264 MiB."""
+    data = images.flat_webp(4096, 4096)
+    assert len(data) < 1024
+    assert read(form(data)).request.images == [data]
+
+
+def test_39_the_structure_limits_are_settings_of_the_gateway() -> None:
+    forty_scans = images.jpeg_with_scans(40)
+    assert refused(form(forty_scans)).code == "image_too_complex"  # over the default, 32
+    assert read(form(forty_scans), MAX_JPEG_SCANS=64).request.images == [forty_scans]
 
 
 def test_07_pillow_would_open_these_formats_without_the_allowlist() -> None:
