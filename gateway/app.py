@@ -52,6 +52,17 @@ class Background:
     runner: JobRunner
 
 
+def _webhooks(settings: Settings) -> tuple[CallbackPolicy, WebhookSender]:
+    policy = CallbackPolicy(settings.webhook_allowed_hosts, settings.webhook_allow_loopback)
+    sender = WebhookSender(
+        settings.webhook_secret,
+        policy,
+        max_attempts=settings.webhook_max_attempts,
+        backoff_s=settings.webhook_backoff_s,
+    )
+    return policy, sender
+
+
 def build(settings: Settings, backend: Backend | None = None) -> tuple[Services, Background]:
     """Every service, each handed what it uses; nothing is looked up behind its back. The
     backend comes from the settings unless one is given (a test's, with its own clock)."""
@@ -67,13 +78,7 @@ def build(settings: Settings, backend: Backend | None = None) -> tuple[Services,
         lease_s=settings.job_lease_s,
     )
     store, queue, limit = backend.store, backend.queue, registry.inflight_limit
-    policy = CallbackPolicy(settings.webhook_allowed_hosts, settings.webhook_allow_loopback)
-    webhooks = WebhookSender(
-        settings.webhook_secret,
-        policy,
-        max_attempts=settings.webhook_max_attempts,
-        backoff_s=settings.webhook_backoff_s,
-    )
+    policy, webhooks = _webhooks(settings)
     lifecycle = JobLifecycle(store, metrics, webhooks)
     lookup = JobLookup(store, queue, limit)
     canceller = JobCanceller(store, queue, lifecycle, lookup)

@@ -42,29 +42,11 @@ def _byte_level_vocab() -> dict[str, int]:
     return {char: i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
 
 
-def build_tiny_pipeline(variant: str = "edit", seed: int = 0) -> Any:
-    """Return an in-memory tiny pipeline; variant is "edit" or "plus"."""
-    from diffusers import (
-        AutoencoderKLQwenImage,
-        FlowMatchEulerDiscreteScheduler,
-        QwenImageEditPipeline,
-        QwenImageEditPlusPipeline,
-        QwenImageTransformer2DModel,
-    )
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2Tokenizer,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+def _text_encoder(tokenizer: Any) -> Any:
+    """A two-layer Qwen2.5-VL whose special token ids are the tokenizer's."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    torch.manual_seed(seed)
-    tokenizer = Qwen2Tokenizer(vocab=_byte_level_vocab(), merges=[])
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
     ids: dict[str, Any] = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -96,14 +78,17 @@ def build_tiny_pipeline(variant: str = "edit", seed: int = 0) -> Any:
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
-    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
-    # Few pixels per condition image keeps the vision tower cheap; the real processor allows ~1 MP.
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
-    processor = Qwen2VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def _denoiser() -> tuple[Any, Any, Any]:
+    """The transformer, the VAE and the scheduler, tiny (the scheduler as Qwen ships it)."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageTransformer2DModel,
     )
+
     transformer = QwenImageTransformer2DModel(
         patch_size=2,
         in_channels=16,
@@ -124,7 +109,6 @@ def build_tiny_pipeline(variant: str = "edit", seed: int = 0) -> Any:
         latents_mean=[0.0] * 4,
         latents_std=[1.0] * 4,
     )
-    # The scheduler settings Qwen-Image-Edit ships with.
     scheduler = FlowMatchEulerDiscreteScheduler(
         base_image_seq_len=256,
         base_shift=0.5,
@@ -136,6 +120,31 @@ def build_tiny_pipeline(variant: str = "edit", seed: int = 0) -> Any:
         time_shift_type="exponential",
         use_dynamic_shifting=True,
     )
+    return transformer, vae, scheduler
+
+
+def build_tiny_pipeline(variant: str = "edit", seed: int = 0) -> Any:
+    """Return an in-memory tiny pipeline; variant is "edit" or "plus"."""
+    from diffusers import QwenImageEditPipeline, QwenImageEditPlusPipeline
+    from transformers import (
+        Qwen2Tokenizer,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = Qwen2Tokenizer(vocab=_byte_level_vocab(), merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    text_encoder = _text_encoder(tokenizer)
+    # Few pixels per condition image keeps the vision tower cheap; the real processor allows ~1 MP.
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+    )
+    transformer, vae, scheduler = _denoiser()
     pipeline_class = QwenImageEditPlusPipeline if variant == "plus" else QwenImageEditPipeline
     return pipeline_class(
         scheduler=scheduler,
