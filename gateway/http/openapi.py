@@ -1,7 +1,7 @@
 """The OpenAPI document, stating exactly what validation enforces.
 
 FastAPI's generated schema describes form fields only as text. This fills in the rules that
-validation.py applies, derived from the same models and settings (so the two cannot disagree):
+forms.py applies, derived from the same models and settings (so the two cannot disagree):
 required parts, prompt lengths, option bounds and enums, the callback allowlist, batch sizes;
 the image parts' media types; the one error shape; the security schemes; and links from an
 accepted job (or batch) to its routes.
@@ -79,7 +79,7 @@ def callback_url_schema(settings: Settings) -> dict[str, Any]:
 
 
 def _edit_fields(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]:
-    """The fields every edit form shares (validation.EditForm), as validation.py enforces them."""
+    """The fields every edit form shares (forms.EditForm), as forms.py enforces them."""
     options = RequestOptions.model_json_schema()
     props = copy.deepcopy(generated["properties"])
     text = settings.max_prompt_chars
@@ -109,7 +109,7 @@ def _files(description: str, low: int, high: int) -> dict[str, Any]:
 
 
 def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]:
-    """The /process form, field by field, as validation.py enforces it."""
+    """The /process form, field by field, as forms.py enforces it."""
     props = _edit_fields(settings, generated)
     props["image"] = _files(generated["properties"]["image"].get("description", ""), 1, 3)
     props["callback_url"] = callback_url_schema(settings)

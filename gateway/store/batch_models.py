@@ -1,5 +1,5 @@
 """What the store keeps of a batch: its items, each one job. Written once, when it is accepted;
-its state is never stored, it is read off its jobs (gateway/batch_progress.py)."""
+its state is never stored, it is read off its jobs (gateway/batches/progress.py)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_openapi_documents_every_public_route_and_the_error_shape() -> None:
 
 
 def test_the_spec_states_the_rules_validation_enforces() -> None:
-    """Derived from the same models and settings as validation.py: they cannot disagree."""
+    """Derived from the same models and settings as forms.py: they cannot disagree."""
     schema = current_openapi()
     form = schema["components"]["schemas"]["ProcessForm"]["properties"]
     settings = Settings.model_validate({"GATEWAY_AUTH_DISABLED": True})
