@@ -77,14 +77,13 @@ class GatewayThread:
         import uvicorn
 
         from gateway.app import create_app
+        from gateway.http.server import uvicorn_config
         from gateway.settings import Settings
 
         self.settings = Settings.model_validate(dict(settings))
         self.port = self.settings.port
         self.app = create_app(self.settings)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on"
-        )
+        config = uvicorn_config(self.app, self.settings, host="127.0.0.1", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

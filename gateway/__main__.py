@@ -8,6 +8,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway.app import create_app
+from gateway.http.server import uvicorn_config
 from gateway.settings import Settings
 from qie_engine import json_logging
 
@@ -19,14 +20,7 @@ def main() -> None:
         messages = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         sys.exit(f"gateway: bad configuration: {messages}")
     json_logging.configure(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 if __name__ == "__main__":

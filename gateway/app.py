@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from gateway.batches.events import BatchEvents
 from gateway.batches.service import BatchReader, BatchService
+from gateway.errors import ErrorCode
 from gateway.http.batch_forms import BatchFormReader
 from gateway.http.deps import Services
 from gateway.http.error_handlers import install_error_handlers
@@ -21,7 +22,8 @@ from gateway.http.forms import FormReader
 from gateway.http.middleware import BodySizeLimit, RequestObserver
 from gateway.http.openapi import build_openapi
 from gateway.http.routes import ROUTERS
-from gateway.http.security import Authenticator, RateLimiter
+from gateway.http.security import AccessGate, Authenticator, RateLimiter
+from gateway.http.stream_limit import StreamLimit
 from gateway.jobs.admission import JobAdmission
 from gateway.jobs.cancelling import JobCanceller
 from gateway.jobs.execution import JobExecution
@@ -33,7 +35,7 @@ from gateway.jobs.runner import JobRunner
 from gateway.jobs.waiting import JobWaiter
 from gateway.metrics import Metrics
 from gateway.settings import Settings
-from gateway.store import Backend, open_backend
+from gateway.store import Backend, StoreOptions, open_backend
 from gateway.triton.client import TritonPool
 from gateway.triton.registry import ModelRegistry
 from gateway.webhooks.sender import WebhookSender
@@ -50,6 +52,17 @@ class Background:
     backend: Backend
     webhooks: WebhookSender
     runner: JobRunner
+
+
+def store_options(settings: Settings) -> StoreOptions:
+    return StoreOptions(
+        ttl_s=settings.job_ttl_s,
+        result_ttl_s=min(settings.result_ttl_s, settings.job_ttl_s),
+        replica=settings.replica_id,
+        lease_s=settings.job_lease_s,
+        pool_size=settings.redis_pool_size,
+        pool_wait_s=settings.redis_pool_wait_s,
+    )
 
 
 def _webhooks(settings: Settings) -> tuple[CallbackPolicy, WebhookSender]:
@@ -71,12 +84,7 @@ def build(settings: Settings, backend: Backend | None = None) -> tuple[Services,
     registry = ModelRegistry(
         pool, metrics, settings.default_model, settings.max_concurrent_requests
     )
-    backend = backend or open_backend(
-        settings.redis_url,
-        ttl_s=settings.job_ttl_s,
-        replica=settings.replica_id,
-        lease_s=settings.job_lease_s,
-    )
+    backend = backend or open_backend(settings.redis_url, store_options(settings))
     store, queue, limit = backend.store, backend.queue, registry.inflight_limit
     policy, webhooks = _webhooks(settings)
     lifecycle = JobLifecycle(store, metrics, webhooks)
@@ -90,7 +98,6 @@ def build(settings: Settings, backend: Backend | None = None) -> tuple[Services,
     admission = JobAdmission(
         store,
         queue,
-        canceller,
         metrics,
         limit=limit,
         max_depth=settings.max_queue_depth,
@@ -98,15 +105,16 @@ def build(settings: Settings, backend: Backend | None = None) -> tuple[Services,
     )
     follower = JobFollower(store)
     forms = FormReader(settings, policy, registry.models)
+    limiter = RateLimiter(settings.rate_limit, settings.redis_url, settings.failed_auth_rate)
     batch_reader = BatchReader(backend.batches, lookup)
     services = Services(
         settings=settings,
         metrics=metrics,
         registry=registry,
         auth=Authenticator(settings.api_keys, settings.auth_disabled),
-        rate_limiter=RateLimiter(settings.rate_limit, settings.redis_url),
+        rate_limiter=limiter,
         forms=forms,
-        batch_forms=BatchFormReader(forms),
+        batch_forms=BatchFormReader(forms, limiter),
         admission=admission,
         lookup=lookup,
         follower=follower,
@@ -117,6 +125,7 @@ def build(settings: Settings, backend: Backend | None = None) -> tuple[Services,
             batch_reader, backend.batches, admission, canceller, lookup, ttl_s=settings.job_ttl_s
         ),
         batch_events=BatchEvents(batch_reader, follower),
+        streams=StreamLimit(settings.max_streams_per_key),
     )
     return services, Background(pool, backend, webhooks, runner)
 
@@ -170,9 +179,11 @@ def create_app(settings: Settings) -> FastAPI:
     state.store = background.backend.store  # read by nothing in here: the tests count what it holds
     for router in ROUTERS:
         app.include_router(router)
-    install_error_handlers(
-        app, lambda code: services.metrics.rejects.labels(reason=code.value).inc()
-    )
+
+    def count_reject(code: ErrorCode) -> None:
+        services.metrics.rejects.labels(reason=code.value).inc()
+
+    install_error_handlers(app, count_reject)
     schema: dict[str, Any] = {}
 
     def openapi() -> dict[str, Any]:
@@ -181,6 +192,9 @@ def create_app(settings: Settings) -> FastAPI:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(
+        AccessGate, auth=services.auth, limiter=services.rate_limiter, on_reject=count_reject
+    )
     app.add_middleware(RequestObserver, metrics=services.metrics)
     app.add_middleware(
         BodySizeLimit,

@@ -72,8 +72,8 @@ class ErrorCode(str, Enum):
     TOO_MANY_OPERATIONS = "too_many_operations", 422, "classic_edit takes fewer operations"
     INVALID_CALLBACK_URL = "invalid_callback_url", 422, "callback_url is not an http(s) URL"
     CALLBACK_NOT_ALLOWED = "callback_not_allowed", 422, "the callback host is not allowlisted"
-    IDEMPOTENCY_CONFLICT = (
-        "idempotency_conflict",
+    IDEMPOTENCY_KEY_REUSED = (
+        "idempotency_key_reused",
         422,
         "the Idempotency-Key was used with a different request",
     )
@@ -91,6 +91,12 @@ class ErrorCode(str, Enum):
     MODEL_UNAVAILABLE = "model_unavailable", 503, "the model is loading, failed or stopping", 10
     QUEUE_FULL = "queue_full", 503, "the model's queue is full", 5
     STORE_UNAVAILABLE = "store_unavailable", 503, "the job store (Redis) is unreachable", 2
+    STORE_FULL = (
+        "store_full",
+        503,
+        "the job store is full: new work waits for results to expire",
+        30,
+    )
     DEADLINE_EXCEEDED = "deadline_exceeded", 504, "the edit did not end within its timeout"
     # Said only inside an event stream, never as an HTTP status of its own.
     JOB_EXPIRED = "job_expired", 410, "the job expired or was evicted while followed"
@@ -126,6 +132,17 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"code": self.code.value, "message": self.message, "detail": self.detail}
+
+
+class StoreFull(ApiError):
+    """The job store has no room for new work; running jobs still finish."""
+
+    def __init__(self, reason: str = "") -> None:
+        because = f" ({reason})" if reason else ""
+        super().__init__(
+            ErrorCode.STORE_FULL,
+            f"the job store is full{because}; retry once older results have expired",
+        )
 
 
 class StoreUnavailable(ApiError):

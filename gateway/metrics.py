@@ -63,5 +63,11 @@ class Metrics:
         self.triton_up = Gauge(
             "qie_triton_up", "1 when the Triton endpoint answers", ["url"], registry=r
         )
+        self.runner_errors = Counter(
+            "qie_runner_errors",
+            "Errors of a runner loop (taking jobs, renewing leases), each retried with backoff",
+            ["loop"],
+            registry=r,
+        )
         for status in ("pending", "processing"):
             self.jobs_active.labels(status=status).set(0)

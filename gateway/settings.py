@@ -28,7 +28,8 @@ def _split(value: object) -> object:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
 
-    host: str = Field("0.0.0.0", alias="GATEWAY_HOST")
+    # This machine only, unless told otherwise; the image sets 0.0.0.0 (its port is published).
+    host: str = Field("127.0.0.1", alias="GATEWAY_HOST")
     port: int = Field(8000, alias="GATEWAY_PORT")
     triton_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["localhost:8001"], alias="TRITON_URLS"
@@ -58,8 +59,24 @@ class Settings(BaseSettings):
     max_queue_depth: int = Field(32, alias="MAX_QUEUE_DEPTH", ge=0)
     max_concurrent_requests: int | None = Field(None, alias="MAX_CONCURRENT_REQUESTS", gt=0)
     rate_limit: str = Field("120/minute", alias="RATE_LIMIT")
+    # Requests with no valid key, per client address, before they get 429 instead of 401.
+    failed_auth_rate: str = Field("30/minute", alias="FAILED_AUTH_RATE")
+    # Open event streams (SSE) of one key on one replica; one more gets 429. Serverpod follows
+    # all its users' jobs with one key, so the default leaves room for a thousand.
+    max_streams_per_key: int = Field(1000, alias="MAX_STREAMS_PER_KEY", gt=0)
+    # Connections uvicorn serves at once; past it, new ones get 503 at once.
+    max_connections: int = Field(4096, alias="GATEWAY_MAX_CONNECTIONS", gt=0)
+    # /docs and /openapi.json; false closes them (a deployment that publishes no spec).
+    docs_enabled: bool = Field(True, alias="OPENAPI_DOCS")
     request_timeout_s: float = Field(300.0, alias="REQUEST_TIMEOUT_S", gt=0)
     job_ttl_s: int = Field(86400, alias="JOB_TTL_S", gt=0)
+    # A result is kept this long after its job ends (then 410 result_expired); the job's status
+    # stays for JOB_TTL_S. Shorter, so that results (the bulk of the store) cannot fill it.
+    result_ttl_s: int = Field(3600, alias="RESULT_TTL_S", gt=0)
+    # Redis connections of one replica's requests; one that finds them all busy waits up to
+    # REDIS_POOL_WAIT_S, then answers 503 store_unavailable. Leases have connections of their own.
+    redis_pool_size: int = Field(64, alias="REDIS_POOL_SIZE", ge=4)
+    redis_pool_wait_s: float = Field(2.0, alias="REDIS_POOL_WAIT_S", gt=0)
     webhook_secret: str = Field("", alias="WEBHOOK_SECRET")
     webhook_max_attempts: int = Field(5, alias="WEBHOOK_MAX_ATTEMPTS", ge=1)
     webhook_backoff_s: float = Field(1.0, alias="WEBHOOK_BACKOFF_S", ge=0)

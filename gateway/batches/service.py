@@ -130,7 +130,7 @@ class BatchService:
 
     async def _replayed(self, batch: Batch, sub: BatchSubmission) -> BatchState:
         if batch.request_hash != sub.request_hash:
-            raise ApiError(ErrorCode.IDEMPOTENCY_CONFLICT, REUSED_KEY)
+            raise ApiError(ErrorCode.IDEMPOTENCY_KEY_REUSED, REUSED_KEY)
         return await self._reader.state(batch)
 
     async def get(self, batch_id: str, owner: str) -> BatchState:

@@ -10,6 +10,7 @@ seed + 1, ...; from a random seed when none is given).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 
@@ -21,6 +22,7 @@ from gateway.batches.service import BatchSubmission
 from gateway.errors import ApiError, ErrorCode
 from gateway.http.error_handlers import from_engine
 from gateway.http.forms import Caller, EditForm, EditParts, FormReader, as_number
+from gateway.http.security import RateLimiter
 from gateway.jobs.submission import Refusal, Submission
 from qie_engine.contract import MAX_SEED, EditOptions
 from qie_engine.errors import InvalidInput
@@ -77,8 +79,9 @@ def variation_seeds(first: int | None, count: int) -> list[int]:
 class BatchFormReader:
     """The /batches form, checked: what the batch shares refuses it, a bad image fails its item."""
 
-    def __init__(self, reader: FormReader) -> None:
+    def __init__(self, reader: FormReader, limiter: RateLimiter) -> None:
         self.reader = reader
+        self.limiter = limiter
         self.max_images = reader.settings.max_batch_images
 
     async def read(self, form: BatchForm, caller: Caller) -> BatchSubmission:
@@ -91,18 +94,21 @@ class BatchFormReader:
                 "all be the same; send several images instead",
                 detail={"field": "variations"},
             )
+        # A batch of N costs N, counted before any image is read or decoded.
+        await self.limiter.check_batch(caller.bucket, variations or len(form.images))
         options = parts.options.edit_options()
         names = [clean_name(upload.filename) for upload in form.images]
         uploads = [await upload.read() for upload in form.images]
         if variations is not None:
             seeds: list[int | None] = list(variation_seeds(options.seed, variations))
+            entries = await self._variations(parts, uploads[0], options, seeds, caller)
             names, uploads = names * variations, uploads * variations
         else:
             seeds = [options.seed] * len(uploads)
-        entries = [
-            await self._entry(parts, data, options.model_copy(update={"seed": seed}), caller)
-            for data, seed in zip(uploads, seeds, strict=True)
-        ]
+            entries = [
+                await self._entry(parts, data, options.model_copy(update={"seed": seed}), caller)
+                for data, seed in zip(uploads, seeds, strict=True)
+            ]
         return BatchSubmission(
             owner=caller.owner,
             model=parts.info.name,
@@ -115,6 +121,22 @@ class BatchFormReader:
             idempotency_key=caller.idempotency_key,
             request_hash=_batch_hash(entries, uploads) if caller.idempotency_key else None,
         )
+
+    async def _variations(
+        self,
+        parts: EditParts,
+        data: bytes,
+        options: EditOptions,
+        seeds: list[int | None],
+        caller: Caller,
+    ) -> list[Submission | Refusal]:
+        """One image, checked once, and one entry per seed, all sharing its bytes."""
+        seeded = [options.model_copy(update={"seed": seed}) for seed in seeds]
+        first = await self._entry(parts, data, seeded[0], caller)
+        if isinstance(first, Refusal):
+            return [dataclasses.replace(first) for _ in seeds]
+        rest = [self.reader.submission(parts, [data], each, caller) for each in seeded[1:]]
+        return [first, *rest]
 
     async def _entry(
         self, parts: EditParts, data: bytes, options: EditOptions, caller: Caller

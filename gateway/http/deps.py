@@ -12,7 +12,8 @@ from gateway.batches.events import BatchEvents
 from gateway.batches.service import BatchService
 from gateway.http.batch_forms import BatchFormReader
 from gateway.http.forms import Caller, FormReader
-from gateway.http.security import Authenticator, RateLimiter
+from gateway.http.security import Authenticator, Identity, RateLimiter
+from gateway.http.stream_limit import StreamLimit
 from gateway.jobs.admission import JobAdmission
 from gateway.jobs.cancelling import JobCanceller
 from gateway.jobs.following import JobFollower
@@ -43,6 +44,7 @@ class Services:
     queues: QueueMonitor
     batches: BatchService
     batch_events: BatchEvents
+    streams: StreamLimit
 
 
 def _services(request: Request) -> Services:
@@ -53,23 +55,29 @@ def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-async def _owner(request: Request, services: ServicesDep) -> str:
-    """Authenticate, then count the request against the key's rate limit."""
-    owner = services.auth.owner(request)
-    await services.rate_limiter.check(owner)
-    return owner
+def _identity(request: Request) -> Identity:
+    """Who sent the request: the access gate checked its key and counted its rate already."""
+    identity: Identity = request.state.identity
+    return identity
+
+
+def _owner(identity: Annotated[Identity, Depends(_identity)]) -> str:
+    return identity.owner
 
 
 OwnerDep = Annotated[str, Depends(_owner)]
+IdentityDep = Annotated[Identity, Depends(_identity)]
 
 
 def _caller(
     request: Request,
-    owner: OwnerDep,
+    identity: Annotated[Identity, Depends(_identity)],
     prefer: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Caller:
-    return Caller(owner, request.state.request_id, prefer, idempotency_key)
+    return Caller(
+        identity.owner, request.state.request_id, prefer, idempotency_key, identity.bucket
+    )
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,11 @@ from gateway.webhooks.targets import CallbackPolicy
 from qie_engine.contract import EditOptions, describe_validation_error
 from qie_engine.edit_request import check_image_count, check_prompt
 from qie_engine.image_codec import check_cost_bytes, inspect_image, verify_image
+
+# A client's id for its image, echoed in the answer, the webhook and the X-Image-Id header.
+IMAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+IMAGE_ID_RULE = "1 to 128 letters, digits, '.', '_', ':' or '-'"
+MAX_CALLBACK_URL_CHARS = 2048
 
 # Options that may also come as plain form fields (text, parsed as numbers where they are).
 PLAIN_OPTIONS = ("preset", "steps", "true_cfg_scale", "seed", "output_format", "width", "height")
@@ -86,6 +92,7 @@ class Caller:
     request_id: str
     prefer: str | None = None
     idempotency_key: str | None = None
+    bucket: str = ""  # where its rate is counted (the key's; with auth off, its address)
 
     @property
     def respond_async(self) -> bool:
@@ -118,6 +125,24 @@ def _checked(data: dict[str, Any]) -> RequestOptions:
         ) from None
 
 
+def _parse_json_options(options: str) -> Any:
+    """The options JSON; 422 for what json cannot or must not read (a number of thousands of
+    digits, nesting that would exhaust the stack), never a 500."""
+    try:
+        return json.loads(options)
+    except json.JSONDecodeError as exc:
+        why = exc.msg
+    except ValueError:
+        why = "a number with too many digits"
+    except RecursionError:
+        why = "nested too deep"
+    raise ApiError(
+        ErrorCode.INVALID_OPTIONS,
+        f"options is not valid JSON: {why}",
+        detail={"field": "options"},
+    )
+
+
 def read_options(options: str | None, plain: Mapping[str, Any]) -> RequestOptions:
     """The options JSON (strict: "8" is not 8 there), then plain form fields on top of it.
 
@@ -126,14 +151,7 @@ def read_options(options: str | None, plain: Mapping[str, Any]) -> RequestOption
     """
     data: dict[str, Any] = {}
     if options:
-        try:
-            data = json.loads(options)
-        except json.JSONDecodeError as exc:
-            raise ApiError(
-                ErrorCode.INVALID_OPTIONS,
-                f"options is not valid JSON: {exc.msg}",
-                detail={"field": "options"},
-            ) from None
+        data = _parse_json_options(options)
         if not isinstance(data, dict):
             raise ApiError(ErrorCode.INVALID_OPTIONS, "options must be a JSON object")
         _checked(data)
@@ -141,13 +159,33 @@ def read_options(options: str | None, plain: Mapping[str, Any]) -> RequestOption
     return _checked({**data, **{k: v for k, v in fields.items() if v is not None}})
 
 
-def request_hash(request: EditInputs) -> str:
-    """What makes two submissions the same request, for Idempotency-Key replays."""
+def request_hash(sub: Submission) -> str:
+    """What makes two submissions the same request, for Idempotency-Key replays: every field
+    that changes the answer (the edit, its images, its deadline, how and where it answers)."""
+    request = sub.request
     digest = hashlib.sha256()
-    parts = (request.model, request.prompt, request.negative_prompt or "", request.options_json)
+    parts = (
+        request.model,
+        request.prompt,
+        request.negative_prompt or "",
+        request.options_json,
+        repr(sub.deadline_s),
+        "async" if sub.respond_async else "sync",
+        sub.callback_url or "",
+        sub.image_id or "",
+    )
     for part in (*parts, *(hashlib.sha256(i).hexdigest() for i in request.images)):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
+
+
+def check_image_id(image_id: str | None) -> None:
+    if image_id is not None and not IMAGE_ID.fullmatch(image_id):
+        raise ApiError(
+            ErrorCode.INVALID_INPUT,
+            f"image_id must be {IMAGE_ID_RULE} (it travels in the X-Image-Id header)",
+            detail={"field": "image_id"},
+        )
 
 
 class FormReader:
@@ -205,17 +243,31 @@ class FormReader:
             options_json,
             caller.request_id,
         )
-        return Submission(
+        submission = Submission(
             owner=caller.owner,
             request=request,
             deadline_s=parts.deadline_s or self.settings.request_timeout_s,
             idempotency_key=caller.idempotency_key,
-            request_hash=request_hash(request) if caller.idempotency_key else None,
         )
+        if caller.idempotency_key:
+            submission.request_hash = request_hash(submission)
+        return submission
+
+    def _callback(self, url: str | None) -> str | None:
+        if not url:
+            return None
+        if len(url) > MAX_CALLBACK_URL_CHARS:
+            raise ApiError(
+                ErrorCode.INVALID_CALLBACK_URL,
+                f"callback_url is {len(url)} characters; the limit is {MAX_CALLBACK_URL_CHARS}",
+                detail={"field": "callback_url"},
+            )
+        return self.policy.check_url(url)
 
     async def read(self, form: ProcessForm, caller: Caller) -> Submission:
         parts = self.parts(form)
-        callback = self.policy.check_url(form.callback_url) if form.callback_url else None
+        callback = self._callback(form.callback_url)
+        check_image_id(form.image_id)
         uploads = [await part.read() for part in form.image]
         check_image_count(len(uploads), parts.info.max_images)
         for data in uploads:
@@ -224,4 +276,6 @@ class FormReader:
         submission.respond_async = form.run_async or caller.respond_async
         submission.callback_url = callback
         submission.image_id = form.image_id
+        if caller.idempotency_key:
+            submission.request_hash = request_hash(submission)
         return submission

@@ -17,6 +17,8 @@ from gateway.errors import ApiError, ErrorCode
 from gateway.http.error_handlers import json_response
 from gateway.metrics import Metrics
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
@@ -49,9 +51,11 @@ class RequestObserver:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            # Labels from fixed sets only: a client's path or made-up method never adds a series.
             path = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-            self.metrics.request_duration.labels(path, scope["method"]).observe(
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.requests.labels(path, method, str(status)).inc()
+            self.metrics.request_duration.labels(path, method).observe(
                 time.perf_counter() - started
             )
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.http.batch_forms import MIN_BATCH_IMAGES
-from gateway.http.forms import PLAIN_FIELDS
+from gateway.http.forms import IMAGE_ID, IMAGE_ID_RULE, MAX_CALLBACK_URL_CHARS, PLAIN_FIELDS
 from gateway.http.schemas import RequestOptions
 from gateway.settings import Settings
 from qie_engine.image_codec import ALLOWED_FORMATS, MIME_TYPES
@@ -73,6 +73,7 @@ def callback_url_schema(settings: Settings) -> dict[str, Any]:
     return {
         "type": "string",
         "format": "uri",
+        "maxLength": MAX_CALLBACK_URL_CHARS,
         "pattern": rf"^https?://({'|'.join(names)})(:{PORT})?([/?#][\x21-\x7e]*)?$",
         "description": "Webhook called when the job ends; its host must be on the allowlist.",
     }
@@ -113,7 +114,12 @@ def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]
     props = _edit_fields(settings, generated)
     props["image"] = _files(generated["properties"]["image"].get("description", ""), 1, 3)
     props["callback_url"] = callback_url_schema(settings)
-    props["image_id"] = {"type": "string", "description": props["image_id"].get("description")}
+    props["image_id"] = {
+        "type": "string",
+        "pattern": f"^{IMAGE_ID.pattern}$",
+        "maxLength": 128,
+        "description": f"Your id for the image, echoed back: {IMAGE_ID_RULE}",
+    }
     props["async"] = {
         "type": "boolean",
         "default": False,

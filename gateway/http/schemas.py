@@ -142,6 +142,9 @@ class HealthView(BaseModel):
     triton: dict[str, bool]
     queues: dict[str, dict[str, int]]
     auth: bool
+    trouble: dict[str, str] = Field(
+        default_factory=dict, description="Runner loops failing now, and why (UNHEALTHY)"
+    )
 
 
 class ModelsView(BaseModel):

@@ -4,27 +4,26 @@ batch item) its key named."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 
 from gateway.errors import ApiError, ErrorCode
-from gateway.jobs.cancelling import JobCanceller
 from gateway.jobs.lookup import eta
 from gateway.jobs.submission import Refusal, Submission
 from gateway.metrics import Metrics
 from gateway.store.job_models import (
-    EditInputs,
     IdempotencyConflict,
     Job,
     JobStatus,
     NewEvent,
     new_job_id,
 )
-from gateway.store.job_store import JobQueue, JobStore, QueueStats
+from gateway.store.job_store import JobQueue, JobStore, NewJob, QueueFull, QueueStats, Room
 
-REUSED_KEY = "this Idempotency-Key was used with a different request; use a new key"
+REUSED_KEY = (
+    "this Idempotency-Key was used with a different request (another image, prompt, option, "
+    "deadline, callback or image_id); use a new key for a new request"
+)
 
 
 class JobAdmission:
@@ -32,7 +31,6 @@ class JobAdmission:
         self,
         store: JobStore,
         queue: JobQueue,
-        canceller: JobCanceller,
         metrics: Metrics,
         *,
         limit: Callable[[str], int],
@@ -41,7 +39,6 @@ class JobAdmission:
     ) -> None:
         self._store = store
         self._queue = queue
-        self._canceller = canceller
         self._metrics = metrics
         self._limit = limit
         self._max_depth = max_depth
@@ -49,54 +46,47 @@ class JobAdmission:
 
     async def submit(self, sub: Submission) -> Job:
         """Queue the job (or return the job an idempotent replay names)."""
-        model = sub.request.model
-        stats = await self._queue.stats(model)
-        limit = self._limit(model)
-        if stats.running >= limit and stats.waiting >= self._max_depth:
-            raise ApiError(
-                ErrorCode.QUEUE_FULL,
-                f"the queue for {model} is full ({self._max_depth} waiting); retry later",
-                retry_after_s=round(stats.avg_run_s),
-            )
-        position = stats.waiting + 1 if stats.running >= limit else 0
-        return await self._queue_job(sub, position, stats, limit)
+        return (await self.submit_many([sub]))[0]
 
     async def submit_many(self, entries: Sequence[Submission | Refusal]) -> list[Job]:
         """A batch's jobs, in order: a refused item as a job that failed at once, the others
-        queued. The queue must have room for all of these, or none is created (queue_full);
-        the room is read once, before the first, as /process reads it before its one job."""
+        queued. The queue takes all of them or none (queue_full): the room check and the
+        writes are one atomic step in the store, across replicas."""
         wanted = [e for e in entries if isinstance(e, Submission)]
         model = wanted[0].request.model if wanted else ""
-        stats = await self._queue.stats(model)
+        stats = await self._queue.stats(model)  # for the positions and ETAs the events state
         limit = self._limit(model)
         free = max(0, limit - stats.running)
-        room = max(0, self._max_depth - stats.waiting + free)
-        if wanted and len(wanted) > room:
-            raise ApiError(
-                ErrorCode.QUEUE_FULL,
-                f"the queue for {model} has room for {room} more job(s) and this batch needs "
-                f"{len(wanted)}; retry later, or send fewer images",
-                retry_after_s=round(stats.avg_run_s),
-            )
-        jobs: list[Job] = []
+        new_jobs, queued = [], 0
+        for entry in entries:
+            if isinstance(entry, Refusal):
+                new_jobs.append(self._refused(entry))
+                continue
+            queued += 1
+            position = max(0, stats.waiting + queued - free)
+            new_jobs.append(self._queued(entry, position, stats, limit))
         try:
-            for entry in entries:
-                if isinstance(entry, Refusal):
-                    jobs.append(await self._refuse(entry))
-                    continue
-                queued = sum(1 for job in jobs if not job.finished)
-                position = max(0, stats.waiting + 1 + queued - free)
-                jobs.append(await self._queue_job(entry, position, stats, limit))
-        except BaseException:
-            # Jobs of a batch that was not accepted are of no use to anyone: stop them.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._canceller.cancel_many([job.id for job in jobs]))
-            raise
-        return jobs
+            created = await self._store.create_many(new_jobs, Room(self._max_depth, limit))
+        except QueueFull as full:
+            raise self._full(model, len(wanted), full, stats) from None
+        except IdempotencyConflict:
+            raise ApiError(ErrorCode.IDEMPOTENCY_KEY_REUSED, REUSED_KEY) from None
+        for (_, new), entry in zip(created, entries, strict=True):
+            if new and isinstance(entry, Refusal):
+                self._metrics.rejects.labels(reason=entry.code.value).inc()
+        return [job for job, _ in created]
 
-    async def _queue_job(
-        self, sub: Submission, position: int, stats: QueueStats, limit: int
-    ) -> Job:
+    def _full(self, model: str, wanted: int, full: QueueFull, stats: QueueStats) -> ApiError:
+        if wanted == 1:
+            message = f"the queue for {model} is full ({self._max_depth} waiting); retry later"
+        else:
+            message = (
+                f"the queue for {model} has room for {full.left} more job(s) and this batch "
+                f"needs {wanted}; retry later, or send fewer images"
+            )
+        return ApiError(ErrorCode.QUEUE_FULL, message, retry_after_s=round(stats.avg_run_s))
+
+    def _queued(self, sub: Submission, position: int, stats: QueueStats, limit: int) -> NewJob:
         now = time.time()
         job = Job(
             id=new_job_id(),
@@ -112,9 +102,9 @@ class JobAdmission:
             image_id=sub.image_id,
         )
         queued = NewEvent("queued", {"position": position, "eta_s": eta(stats, limit, position)})
-        return await self._create(job, queued, sub.request)
+        return NewJob(job, queued, sub.request)
 
-    async def _refuse(self, refusal: Refusal) -> Job:
+    def _refused(self, refusal: Refusal) -> NewJob:
         now = time.time()
         job = Job(
             id=new_job_id(),
@@ -131,13 +121,4 @@ class JobAdmission:
             request_hash=refusal.request_hash,
         )
         error = {"code": refusal.code.value, "message": refusal.message}
-        job = await self._create(job, NewEvent("failed", {"status": "failed", "error": error}))
-        self._metrics.rejects.labels(reason=refusal.code.value).inc()
-        return job
-
-    async def _create(self, job: Job, event: NewEvent, request: EditInputs | None = None) -> Job:
-        try:
-            job, _ = await self._store.create(job, event, request)
-        except IdempotencyConflict:
-            raise ApiError(ErrorCode.IDEMPOTENCY_CONFLICT, REUSED_KEY) from None
-        return job
+        return NewJob(job, NewEvent("failed", {"status": "failed", "error": error}), None)

@@ -41,7 +41,9 @@ class JobExecution:
             return None  # expired, or cancelled while it waited
         if job.status is JobStatus.PROCESSING and job.attempts >= MAX_ATTEMPTS:
             error = (ErrorCode.GATEWAY_RESTARTED, REPLICA_LOST)
-            await self._lifecycle.finish(job, JobStatus.FAILED, error, expect=[job.status])
+            await self._lifecycle.finish(
+                job, JobStatus.FAILED, error, expect=[job.status], fenced=True
+            )
             return None
         if job.status is JobStatus.PROCESSING:
             log.warning("job %s: its runner died; running it again", job.id)
@@ -51,7 +53,7 @@ class JobExecution:
             return None  # cancelled just now
         if request is None:
             error = (ErrorCode.INTERNAL_ERROR, LOST_EDIT)
-            await self._lifecycle.finish(started, JobStatus.FAILED, error)
+            await self._lifecycle.finish(started, JobStatus.FAILED, error, fenced=True)
             return None
         return await self._edit_until_stopped(started, request, lost)
 
@@ -70,7 +72,7 @@ class JobExecution:
         except asyncio.CancelledError:  # the gateway shuts down
             await _stop(edit)
             error = (ErrorCode.GATEWAY_SHUTDOWN, SHUTDOWN)
-            await self._lifecycle.finish(job, JobStatus.FAILED, error)
+            await self._lifecycle.finish(job, JobStatus.FAILED, error, fenced=True)
             raise
         finally:
             cancel.cancel()
@@ -81,12 +83,12 @@ class JobExecution:
         if lease_lost in done:
             return None  # another replica runs it now: it writes the outcome
         if cancel in done:
-            await self._lifecycle.finish(job, JobStatus.CANCELLED)
+            await self._lifecycle.finish(job, JobStatus.CANCELLED, fenced=True)
         else:
             limit = (job.deadline_at or 0) - job.created_at
             message = f"the edit did not finish within {limit:g}s; it was stopped"
             error = (ErrorCode.DEADLINE_EXCEEDED, message)
-            await self._lifecycle.finish(job, JobStatus.FAILED, error)
+            await self._lifecycle.finish(job, JobStatus.FAILED, error, fenced=True)
         return None
 
     async def _record_outcome(
@@ -97,15 +99,18 @@ class JobExecution:
         except TritonCallError as exc:
             status = JobStatus.CANCELLED if exc.kind == "cancelled" else JobStatus.FAILED
             error = None if status is JobStatus.CANCELLED else (exc.code, exc.message)
-            await self._lifecycle.finish(job, status, error)
+            await self._lifecycle.finish(job, status, error, fenced=True)
             return None
         except Exception as exc:
             log.exception("job %s crashed", job.id)
             error = (ErrorCode.INTERNAL_ERROR, type(exc).__name__)
-            await self._lifecycle.finish(job, JobStatus.FAILED, error)
+            await self._lifecycle.finish(job, JobStatus.FAILED, error, fenced=True)
+            return None
+        done = await self._lifecycle.finish(job, JobStatus.COMPLETED, result=result, fenced=True)
+        if done is None:
+            log.warning("job %s: another run took it over; this run's result is dropped", job.id)
             return None
         self._lifecycle.metrics.edit_duration.labels(model=job.model).observe(elapsed)
-        await self._lifecycle.finish(job, JobStatus.COMPLETED, result=result)
         return elapsed
 
     async def _edit(self, job: Job, request: EditInputs) -> FinalResult:
@@ -113,7 +118,7 @@ class JobExecution:
         async for item in self._pool.stream_edit(request):
             if isinstance(item, FinalResult):
                 return item
-            await self._lifecycle.progress(job.id, item)
+            await self._lifecycle.progress(job, item)
         raise TritonCallError("internal", ErrorCode.TRITON_ERROR, "Triton ended without a result")
 
     async def _wait_cancel(self, job_id: str) -> None:

@@ -77,12 +77,13 @@ class JobLifecycle:
             self.metrics.queue_wait.labels(model=job.model).observe(time.time() - job.created_at)
         return started
 
-    async def progress(self, job_id: str, event: ProgressEvent) -> None:
+    async def progress(self, job: Job, event: ProgressEvent) -> None:
+        """A step of the run that started as `job`; nothing once another run took it over."""
         await self.write(
-            job_id,
+            job.id,
             {"progress_step": event.step, "progress_total": event.total},
             NewEvent("progress", event.model_dump(exclude={"type"})),
-            expect={"status": [JobStatus.PROCESSING]},
+            expect={"status": [JobStatus.PROCESSING], "attempts": [job.attempts]},
         )
 
     async def finish(
@@ -93,8 +94,13 @@ class JobLifecycle:
         *,
         result: FinalResult | None = None,
         expect: Collection[JobStatus] = UNFINISHED,
+        fenced: bool = False,
     ) -> Job | None:
-        """The final state, event and result in one write; None if the job had moved on."""
+        """The final state, event and result in one write; None if the job had moved on.
+
+        `fenced`: `job` is the run that started it, and the write is refused if another run has
+        taken the job over since (its attempt count is the fencing token, written by start).
+        """
         code, message = (error[0].value, error[1]) if error else (None, None)
         result_meta = None if result is None else result.meta.model_dump(mode="json")
         fields: dict[str, Any] = {
@@ -111,8 +117,11 @@ class JobLifecycle:
             fields["result_mime"] = MIME_TYPES.get(result_meta.get("format", "png"), "image/png")
             data["result"] = result_meta
         image = None if result is None else result.image
+        conditions: dict[str, Collection[Any]] = {"status": expect}
+        if fenced:
+            conditions["attempts"] = [job.attempts]
         done = await self.write(
-            job.id, fields, NewEvent(status.value, data), result=image, expect={"status": expect}
+            job.id, fields, NewEvent(status.value, data), result=image, expect=conditions
         )
         if done is None:
             return None

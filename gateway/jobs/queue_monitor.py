@@ -42,6 +42,10 @@ class QueueMonitor:
             for model, stats in sorted(self._stats.items())
         }
 
+    def trouble(self) -> dict[str, str]:
+        """Runner loops that fail now (taking jobs), and why."""
+        return self._runner.trouble
+
     def saturated(self, model: str) -> bool:
         stats = self._stats.get(model)
         return stats is not None and stats.running >= self._limit(model) and stats.waiting > 0

@@ -10,7 +10,9 @@ import logging
 import sys
 from collections.abc import Callable
 
-from gateway.errors import ErrorCode, StoreUnavailable
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
+
+from gateway.errors import ApiError, ErrorCode, StoreUnavailable
 from gateway.jobs.execution import JobExecution
 from gateway.jobs.lifecycle import JobLifecycle, persist
 from gateway.metrics import Metrics
@@ -20,7 +22,8 @@ from gateway.store.job_store import JobQueue, JobStore, Ticket
 log = logging.getLogger(__name__)
 
 TAKE_TIMEOUT_S = 1.0
-OUTAGE_PAUSE_S = 1.0
+OUTAGE_PAUSE_S = 0.5
+MAX_PAUSE_S = 10.0
 SHUTDOWN_STOP_S = 10.0
 NOT_STARTED = "the gateway shut down before this job started; submit it again"
 
@@ -45,6 +48,7 @@ class JobRunner:
         self._lease_s = lease_s
         self.running: dict[str, asyncio.Task[None]] = {}
         self._dispatchers: dict[str, asyncio.Task[None]] = {}
+        self._trouble: dict[str, str] = {}
 
     @property
     def models(self) -> list[str]:
@@ -92,16 +96,39 @@ class JobRunner:
                     await self._lifecycle.finish(job, JobStatus.FAILED, error)
                 await self._queue.release(ticket)
 
+    @property
+    def trouble(self) -> dict[str, str]:
+        """What keeps a runner loop from working now, by loop (empty: all well)."""
+        return dict(self._trouble)
+
     async def _dispatch(self, model: str) -> None:
         while True:
-            try:
-                ticket = await self._queue.take(model, self._limit(model), TAKE_TIMEOUT_S)
-            except StoreUnavailable:
-                await asyncio.sleep(OUTAGE_PAUSE_S)  # the store is down: try again shortly
-                continue
+            ticket = await self._take(model)
             if ticket is not None:
                 task = asyncio.create_task(self._run(ticket), name=f"job-{model}")
                 self.running[ticket.job_id] = task
+
+    async def _take(self, model: str) -> Ticket | None:
+        """The next ticket, or None; any error (the store down, read-only, out of memory) is
+        logged, counted and retried with backoff, and /health says so while it lasts."""
+        loop = f"dispatch-{model}"
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=OUTAGE_PAUSE_S, max=MAX_PAUSE_S),
+            before_sleep=lambda state: self._troubled(loop, state),
+        )
+        async for attempt in retrying:
+            with attempt:
+                ticket = await self._queue.take(model, self._limit(model), TAKE_TIMEOUT_S)
+        self._trouble.pop(loop, None)
+        return ticket
+
+    def _troubled(self, loop: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        why = error.message if isinstance(error, ApiError) else type(error).__name__
+        if loop not in self._trouble:
+            log.error("%s failed (%s); retrying with backoff", loop, why, exc_info=error)
+        self._trouble[loop] = why
+        self._metrics.runner_errors.labels(loop=loop.split("-", 1)[0]).inc()
 
     async def _run(self, ticket: Ticket) -> None:
         lost = asyncio.Event()
@@ -127,9 +154,13 @@ class JobRunner:
         while True:
             await asyncio.sleep(self._lease_s / 3)
             try:
-                if not await self._queue.renew(ticket):
-                    log.warning("job %s: lease lost to another replica", ticket.job_id)
-                    lost.set()
-                    return
-            except StoreUnavailable:
+                renewed = await self._queue.renew(ticket)
+            except Exception as exc:  # the next beat tries again; the lease outlasts a few
+                why = exc.message if isinstance(exc, ApiError) else type(exc).__name__
+                log.warning("job %s: lease renewal failed (%s)", ticket.job_id, why)
+                self._metrics.runner_errors.labels(loop="heartbeat").inc()
                 continue
+            if not renewed:
+                log.warning("job %s: lease lost to another replica", ticket.job_id)
+                lost.set()
+                return

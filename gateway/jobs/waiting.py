@@ -37,7 +37,10 @@ class JobWaiter:
         try:
             done, _ = await asyncio.wait({final, gone}, return_when=asyncio.FIRST_COMPLETED)
             if final not in done:
+                # The caller left: stop the edit, and free its Idempotency-Key, so that the
+                # caller's retry makes a new job instead of finding this cancelled one.
                 await self._canceller.stop(job)
+                await self._store.release_idempotency(job)
             ended = await final
         finally:
             gone.cancel()

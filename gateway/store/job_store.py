@@ -6,7 +6,7 @@ replicas). Every state change is one atomic write that carries its event.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,18 +27,58 @@ class JobGone(Exception):
         self.job_id = job_id
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """A job to create: its first event, and its edit (None: it ended before it could queue, as a
+    batch item refused at the door does, so it is stored with its final event and never queued).
+    """
+
+    job: Job
+    event: NewEvent
+    request: EditInputs | None
+
+
+@dataclass(frozen=True)
+class Room:
+    """Admission: once `limit` of the model's jobs run, at most `max_depth` may wait."""
+
+    max_depth: int
+    limit: int
+
+    def left(self, waiting: int, running: int) -> int:
+        """How many more jobs may queue now (those that would start at once, and the rest)."""
+        return max(0, self.max_depth - waiting + max(0, self.limit - running))
+
+
+class QueueFull(Exception):
+    """The model's queue has no room for the jobs asked for; nothing was created."""
+
+    def __init__(self, left: int, waiting: int, running: int) -> None:
+        super().__init__(f"room for {left}")
+        self.left, self.waiting, self.running = left, waiting, running
+
+
 class JobStore(Protocol):
     ttl_s: int
 
     async def create(
-        self, job: Job, event: NewEvent, request: EditInputs | None
+        self, job: Job, event: NewEvent, request: EditInputs | None, room: Room | None = None
     ) -> tuple[Job, bool]:
-        """Store a new job with its first event and its edit, and queue it for its model, in
-        one write; or return the job an idempotent replay (or a retried create) names.
+        """create_many of one job."""
+        ...
 
-        With no edit, the job ended before it could be queued (a batch item refused at the door):
-        it is stored with its event, its final one, and never queued.
+    async def create_many(
+        self, entries: Sequence[NewJob], room: Room | None = None
+    ) -> list[tuple[Job, bool]]:
+        """Store new jobs, each with its first event and its edit, and queue those with an edit,
+        all in one write; or return the job an idempotent replay (or a retried create) names
+        (with False). When `room` is given and the queue cannot take every new queued job, none
+        is created: QueueFull. The check and the writes are one atomic step, across replicas.
         """
+        ...
+
+    async def release_idempotency(self, job: Job) -> None:
+        """Forget the job's Idempotency-Key, so that a retry with it makes a new job."""
         ...
 
     async def get(self, job_id: str) -> Job | None: ...

@@ -1,25 +1,24 @@
-"""One process's jobs and queues, in memory: the embedded default of `make run`.
+"""One process's jobs, in memory: the embedded default of `make run`.
 
-A job is forgotten `ttl_s` after its last write; the store is bounded by count and result bytes.
-When a bound is passed, the least recently written finished job goes first. Unfinished jobs are
-never evicted (the queue depth bounds them), so the bounds are soft while all jobs run.
+A job is forgotten `ttl_s` after its last write, and its result `result_ttl_s` after it was
+stored. The store is bounded by count and result bytes. Over a bound, it first forgets finished
+jobs that keep no result (any owner's, the least recently written first), then finished jobs of
+the owner whose write passed the bound. Another owner's result is kept until its result TTL: a
+new job that finds no room is refused (StoreFull, 503 store_full), while a running job's result
+is always stored (the bound is soft for jobs that already run).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
-from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Collection, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter
-from pydantic_core import to_jsonable_python
-
-from gateway.store.batch_models import Batch
+from gateway.errors import StoreFull
+from gateway.store.job_fields import checked_fields, event_copy, holds
 from gateway.store.job_models import (
     TERMINAL_STATUSES,
     EditInputs,
@@ -28,111 +27,11 @@ from gateway.store.job_models import (
     JobEvent,
     NewEvent,
 )
-from gateway.store.job_store import JobGone, QueueStats, Ticket
+from gateway.store.job_store import JobGone, NewJob, QueueFull, Room
+from gateway.store.memory_queue import MemoryJobQueue
 
 DEFAULT_TTL_S = 86400
-DEFAULT_AVG_RUN_S = 10.0
-
-FIELD_TYPES = {
-    name: TypeAdapter(info.annotation)
-    for name, info in Job.model_fields.items()
-    if info.annotation is not None
-}
-
-
-def checked_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a partial update before anything is written."""
-    unknown = sorted(set(fields) - set(FIELD_TYPES))
-    if unknown:
-        raise ValueError(f"unknown job field(s): {', '.join(unknown)}")
-    if "id" in fields:
-        raise ValueError("a job's id never changes")
-    return {name: FIELD_TYPES[name].validate_python(value) for name, value in fields.items()}
-
-
-def encode(value: Any) -> str:
-    return json.dumps(to_jsonable_python(value), separators=(",", ":"))
-
-
-def event_copy(event: NewEvent, event_id: int) -> JobEvent:
-    """A JSON copy: what a reader gets back, never shared with the caller."""
-    return JobEvent(id=event_id, event=event.event, data=json.loads(encode(event.data)))
-
-
-def moving_average(previous: float, seconds: float) -> float:
-    return 0.8 * previous + 0.2 * seconds
-
-
-class MemoryJobQueue:
-    """One FIFO line per model; at most `limit` of a model's jobs hold a slot at once."""
-
-    shared = False
-
-    def __init__(self) -> None:
-        self._lines: defaultdict[str, OrderedDict[str, None]] = defaultdict(OrderedDict)
-        self._running: defaultdict[str, set[str]] = defaultdict(set)
-        self._avg: dict[str, float] = {}
-        self._changed: asyncio.Event | None = None
-
-    def push(self, job: Job) -> None:
-        self._lines[job.model][job.id] = None
-        self._notify()
-
-    def discard(self, model: str, job_id: str) -> None:
-        self._lines[model].pop(job_id, None)
-
-    async def take(self, model: str, limit: int, timeout: float) -> Ticket | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            line = self._lines[model]
-            if line and len(self._running[model]) < limit:
-                job_id, _ = line.popitem(last=False)
-                self._running[model].add(job_id)
-                return Ticket(model=model, job_id=job_id)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            if self._changed is None:
-                self._changed = asyncio.Event()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-    async def renew(self, ticket: Ticket) -> bool:
-        return ticket.job_id in self._running[ticket.model]
-
-    async def release(self, ticket: Ticket, run_s: float | None = None) -> None:
-        self._running[ticket.model].discard(ticket.job_id)
-        if run_s is not None:
-            previous = self._avg.get(ticket.model, DEFAULT_AVG_RUN_S)
-            self._avg[ticket.model] = moving_average(previous, run_s)
-        self._notify()
-
-    async def remove(self, model: str, job_id: str) -> None:
-        self.discard(model, job_id)
-
-    async def position(self, model: str, job_id: str) -> int | None:
-        for place, waiting_id in enumerate(self._lines[model], start=1):
-            if waiting_id == job_id:
-                return place
-        return None
-
-    async def stats(self, model: str) -> QueueStats:
-        waiting = len(self._lines[model])
-        return QueueStats(
-            waiting=waiting,
-            waiting_here=waiting,
-            running=len(self._running[model]),
-            avg_run_s=self._avg.get(model, DEFAULT_AVG_RUN_S),
-        )
-
-    async def close(self) -> None:
-        return None
-
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+DEFAULT_RESULT_TTL_S = 3600
 
 
 @dataclass
@@ -151,12 +50,14 @@ class MemoryJobStore:
         queue: MemoryJobQueue | None = None,
         *,
         ttl_s: int = DEFAULT_TTL_S,
+        result_ttl_s: int = DEFAULT_RESULT_TTL_S,
         max_jobs: int = 10_000,
         max_result_bytes: int = 512 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue = queue or MemoryJobQueue()
         self.ttl_s = ttl_s
+        self.result_ttl_s = result_ttl_s
         self.max_jobs = max_jobs
         self.max_result_bytes = max_result_bytes
         self._clock = clock
@@ -164,6 +65,7 @@ class MemoryJobStore:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._idempotency: dict[tuple[str, str], str] = {}
         self._result_bytes = 0
+        self._results: deque[tuple[float, str]] = deque()  # (expiry, job id), oldest first
         self._wakeups: dict[str, asyncio.Event] = {}
 
     def __len__(self) -> int:
@@ -171,28 +73,58 @@ class MemoryJobStore:
         self._sweep()
         return len(self._entries)
 
-    async def create(
-        self, job: Job, event: NewEvent, request: EditInputs | None
-    ) -> tuple[Job, bool]:
+    @property
+    def result_bytes(self) -> int:
         self._sweep()
+        return self._result_bytes
+
+    async def create(
+        self, job: Job, event: NewEvent, request: EditInputs | None, room: Room | None = None
+    ) -> tuple[Job, bool]:
+        return (await self.create_many([NewJob(job, event, request)], room))[0]
+
+    async def create_many(
+        self, entries: Sequence[NewJob], room: Room | None = None
+    ) -> list[tuple[Job, bool]]:
+        self._sweep()
+        answers: list[tuple[Job, bool] | None] = [self._replayed(e.job) for e in entries]
+        new = [e for e, answer in zip(entries, answers, strict=True) if answer is None]
+        queued = sum(1 for e in new if e.request is not None)
+        if room is not None and queued:
+            stats = await self.queue.stats(new[0].job.model)
+            left = room.left(stats.waiting, stats.running)
+            if queued > left:
+                raise QueueFull(left, stats.waiting, stats.running)
+        if new and not self._room_for(len(new), new[0].job.owner):
+            raise StoreFull(f"{self.max_jobs} jobs or {self.max_result_bytes} result bytes")
+        for entry in new:
+            self._add(entry)
+        return [
+            answer or (e.job.model_copy(deep=True), True)
+            for e, answer in zip(entries, answers, strict=True)
+        ]
+
+    def _replayed(self, job: Job) -> tuple[Job, bool] | None:
         existing = self._entries.get(job.id)
-        if existing is not None:
-            return existing.job.model_copy(deep=True), False
+        if existing is None and job.idempotency_key is not None:
+            existing = self._entries.get(self._idempotency.get(self._key(job), ""))
+            if existing is not None and existing.job.request_hash != job.request_hash:
+                raise IdempotencyConflict(job.idempotency_key)
+        return None if existing is None else (existing.job.model_copy(deep=True), False)
+
+    def _add(self, new: NewJob) -> None:
+        job = new.job
         if job.idempotency_key is not None:
-            key = (job.owner, job.idempotency_key)
-            replayed = self._entries.get(self._idempotency.get(key, ""))
-            if replayed is not None:
-                if replayed.job.request_hash != job.request_hash:
-                    raise IdempotencyConflict(job.idempotency_key)
-                return replayed.job.model_copy(deep=True), False
-            self._idempotency[key] = job.id
-        entry = _Entry(job=job.model_copy(deep=True), request=request, touched=self._clock())
-        entry.events.append(event_copy(event, 1))
+            self._idempotency[self._key(job)] = job.id
+        entry = _Entry(job=job.model_copy(deep=True), request=new.request, touched=self._clock())
+        entry.events.append(event_copy(new.event, 1))
         self._entries[job.id] = entry
-        if request is not None:
+        if new.request is not None:
             self.queue.push(job)
-        self._evict_over_bounds()
-        return job.model_copy(deep=True), True
+
+    async def release_idempotency(self, job: Job) -> None:
+        if job.idempotency_key is not None and self._idempotency.get(self._key(job)) == job.id:
+            del self._idempotency[self._key(job)]
 
     async def get(self, job_id: str) -> Job | None:
         entry = self._entry(job_id)
@@ -213,7 +145,7 @@ class MemoryJobStore:
     ) -> Job | None:
         checked = checked_fields(fields)
         entry = self._entry(job_id)
-        if entry is None or not _holds(entry.job, expect):
+        if entry is None or not holds(entry.job, expect):
             return None
         self._touch(job_id, entry)
         entry.job = entry.job.model_copy(update=checked, deep=True)
@@ -222,11 +154,12 @@ class MemoryJobStore:
         if result is not None:
             self._result_bytes += len(result) - len(entry.result or b"")
             entry.result = bytes(result)
+            self._results.append((self._clock() + self.result_ttl_s, job_id))
         if entry.job.status in TERMINAL_STATUSES:
             entry.request = None
         self._wake(job_id)
         job = entry.job.model_copy(deep=True)
-        self._evict_over_bounds()
+        self._room_for(0, job.owner)  # a finished edit's result is kept: the bound is soft here
         return job
 
     async def events_after(self, job_id: str, last_id: int) -> list[JobEvent]:
@@ -237,22 +170,8 @@ class MemoryJobStore:
         return [e.model_copy(deep=True) for e in entry.events[max(last_id, 0) :]]
 
     async def wait_events(self, job_id: str, last_id: int, timeout: float) -> list[JobEvent]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            entry = self._entry(job_id)
-            if entry is None:
-                raise JobGone(job_id)
-            events = await self.events_after(job_id, last_id)
-            remaining = deadline - loop.time()
-            if events or remaining <= 0:
-                return events
-            # Wake when an event comes, when the job expires, or at the timeout: never spin.
-            expires_in = entry.touched + self.ttl_s - self._clock()
-            wait = max(0.001, min(remaining, expires_in + 0.001))
-            wakeup = self._wakeups.setdefault(job_id, asyncio.Event())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), wait)
+        found = await self.wait_many({job_id: last_id}, timeout)
+        return found.get(job_id, [])
 
     async def wait_many(
         self, cursors: Mapping[str, int], timeout: float
@@ -310,6 +229,10 @@ class MemoryJobStore:
     async def close(self) -> None:
         return None
 
+    @staticmethod
+    def _key(job: Job) -> tuple[str, str]:
+        return (job.owner, job.idempotency_key or "")
+
     def _cancel_event(self, entry: _Entry) -> asyncio.Event:
         if entry.cancel is None:
             entry.cancel = asyncio.Event()
@@ -325,30 +248,48 @@ class MemoryJobStore:
         self._entries.move_to_end(job_id)
 
     def _sweep(self) -> None:
-        expired_before = self._clock() - self.ttl_s
+        now = self._clock()
+        while self._results and self._results[0][0] <= now:
+            _, job_id = self._results.popleft()
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.result is not None:
+                self._result_bytes -= len(entry.result)
+                entry.result = None
         while self._entries:
             job_id, oldest = next(iter(self._entries.items()))
-            if oldest.touched > expired_before:
+            if oldest.touched > now - self.ttl_s:
                 return
             self._forget(job_id)
 
-    def _evict_over_bounds(self) -> None:
-        while len(self._entries) > self.max_jobs or self._result_bytes > self.max_result_bytes:
-            finished = next(
-                (i for i, e in self._entries.items() if e.job.status in TERMINAL_STATUSES), None
-            )
-            if finished is None:
-                return
-            self._forget(finished)
+    def _room_for(self, jobs: int, owner: str) -> bool:
+        """Make room for `jobs` more of `owner`'s jobs, within the bounds; whether there is."""
+
+        def over() -> bool:
+            count = len(self._entries) + jobs > self.max_jobs
+            return count or self._result_bytes > self.max_result_bytes
+
+        for evictable in (self._without_result, lambda e: self._owned_by(e, owner)):
+            while over():
+                job_id = next((i for i, e in self._entries.items() if evictable(e)), None)
+                if job_id is None:
+                    break
+                self._forget(job_id)
+        return not over()
+
+    @staticmethod
+    def _without_result(entry: _Entry) -> bool:
+        return entry.job.status in TERMINAL_STATUSES and entry.result is None
+
+    @staticmethod
+    def _owned_by(entry: _Entry, owner: str) -> bool:
+        return entry.job.status in TERMINAL_STATUSES and entry.job.owner == owner
 
     def _forget(self, job_id: str) -> None:
         entry = self._entries.pop(job_id)
         self._result_bytes -= len(entry.result or b"")
         job = entry.job
-        if job.idempotency_key is not None:
-            key = (job.owner, job.idempotency_key)
-            if self._idempotency.get(key) == job_id:
-                del self._idempotency[key]
+        if job.idempotency_key is not None and self._idempotency.get(self._key(job)) == job_id:
+            del self._idempotency[self._key(job)]
         self.queue.discard(job.model, job_id)
         if entry.cancel is not None:
             entry.cancel.set()  # a runner waiting on it stops: there is nothing left to run
@@ -358,48 +299,3 @@ class MemoryJobStore:
         wakeup = self._wakeups.pop(job_id, None)
         if wakeup is not None:
             wakeup.set()
-
-
-class MemoryBatchStore:
-    """Batch records of one process; each is forgotten at its own expiry, the oldest first when
-    more than `max_batches` are kept."""
-
-    def __init__(
-        self, *, max_batches: int = 10_000, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.max_batches = max_batches
-        self._clock = clock
-        self._batches: OrderedDict[str, tuple[Batch, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        self._sweep()
-        return len(self._batches)
-
-    async def create(self, batch: Batch, ttl_s: int) -> tuple[Batch, bool]:
-        self._sweep()
-        kept = self._batches.get(batch.id)
-        if kept is not None:
-            return kept[0].model_copy(deep=True), False
-        self._batches[batch.id] = (batch.model_copy(deep=True), self._clock() + ttl_s)
-        while len(self._batches) > self.max_batches:
-            self._batches.popitem(last=False)
-        return batch.model_copy(deep=True), True
-
-    async def get(self, batch_id: str) -> Batch | None:
-        self._sweep()
-        kept = self._batches.get(batch_id)
-        return kept[0].model_copy(deep=True) if kept else None
-
-    def _sweep(self) -> None:
-        now = self._clock()
-        for batch_id in [b for b, (_, expires) in self._batches.items() if expires <= now]:
-            del self._batches[batch_id]
-
-
-def _holds(job: Job, expect: Mapping[str, Collection[Any]] | None) -> bool:
-    """Whether every expected field holds one of its allowed values."""
-    for name, allowed in (expect or {}).items():
-        current = getattr(job, name)
-        if not any(current == checked_fields({name: value})[name] for value in allowed):
-            return False
-    return True

@@ -22,14 +22,15 @@ import hashlib
 from collections.abc import Iterator
 from importlib import resources
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import StoreFull, StoreUnavailable
 
 # A down Redis must answer within a couple of seconds, never hang a request.
 REDIS_TIMEOUT_S = 2.0
@@ -39,16 +40,42 @@ REDIS_BLOCK_S = 1.0
 GROUP = "runners"
 
 
-def connect(url: str) -> Redis:
-    # No client-side retries: callers decide how long to keep trying, and a down Redis answers
-    # at once. The pool still reconnects stale connections after a restart.
-    return Redis.from_url(
+def connect(
+    url: str,
+    *,
+    max_connections: int = 64,
+    wait_s: float = REDIS_TIMEOUT_S,
+    blocking_s: float | None = None,
+) -> Redis:
+    """A client whose pool holds at most `max_connections`; a caller that finds them all busy
+    waits up to `wait_s` for one, then gets StoreUnavailable (503), never an unbounded pool.
+
+    No client-side retries: callers decide how long to keep trying, and a down Redis answers at
+    once. The pool still reconnects stale connections after a restart. `blocking_s` is the socket
+    timeout of a client whose commands block in Redis longer than REDIS_TIMEOUT_S.
+    """
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=wait_s,
         socket_connect_timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=blocking_s or REDIS_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
         protocol=2,
         decode_responses=False,
+    )
+    return Redis(connection_pool=pool)
+
+
+def sibling(redis: Redis, *, max_connections: int) -> Redis:
+    """Another client to the same Redis, with the same settings and a pool of its own."""
+    pool = redis.connection_pool
+    return Redis(
+        connection_pool=BlockingConnectionPool(
+            connection_class=pool.connection_class,
+            max_connections=max_connections,
+            **pool.connection_kwargs,
+        )
     )
 
 
@@ -61,11 +88,20 @@ def script(redis: Redis, name: str, *, prelude: str | None = None) -> AsyncScrip
 
 @contextlib.contextmanager
 def reachable() -> Iterator[None]:
-    """Redis connection trouble becomes StoreUnavailable (503); the message names no host."""
+    """Redis trouble becomes a 503 whose message names no host: StoreFull when Redis is out of
+    memory (maxmemory with nothing left to evict), StoreUnavailable when it cannot be reached,
+    every connection is busy, or it is a read-only replica."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise StoreUnavailable(type(exc).__name__) from exc
+    except ResponseError as exc:
+        reason = str(exc).split(" ", 1)[0]
+        if reason == "OOM":
+            raise StoreFull("Redis is at its maxmemory") from exc
+        if reason == "READONLY":
+            raise StoreUnavailable("Redis is read-only") from exc
+        raise
 
 
 def text(value: bytes | str) -> str:

@@ -5,6 +5,9 @@ model's jobs hold a slot (a lease in a sorted set), so positions, ETAs and the c
 are global. A runner renews its lease while its job runs; an entry whose runner died is claimed
 by another replica once the lease is over (XAUTOCLAIM), and a restarted replica first takes back
 the entries its previous life held. Waiters block on a wake list (BLPOP), never poll.
+
+Taking, renewing and releasing a lease go through a client of their own (`leases`), whose
+connections no request can take: a flood of followers or status requests never costs a lease.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from gateway.store.job_store import DEFAULT_LEASE_S, QueueStats, Ticket
-from gateway.store.memory_store import DEFAULT_AVG_RUN_S
+from gateway.store.memory_queue import DEFAULT_AVG_RUN_S
 from gateway.store.redis_connection import (
     GROUP,
     REDIS_BLOCK_S,
@@ -23,6 +26,8 @@ from gateway.store.redis_connection import (
     script,
     text,
 )
+
+LEASE_SCRIPTS = frozenset({"take", "renew", "release"})
 
 
 class RedisJobQueue:
@@ -33,11 +38,13 @@ class RedisJobQueue:
         redis: Redis,
         consumer: str,
         *,
+        leases: Redis | None = None,
         lease_s: float = DEFAULT_LEASE_S,
         keys: RedisKeys | None = None,
         forget_consumers_after_s: float = 3600.0,
     ) -> None:
         self.redis = redis
+        self.leases = leases or redis
         self.consumer = consumer
         self.lease_ms = int(lease_s * 1000)
         # A replica that holds nothing and was not seen this long is gone (a pod name, say).
@@ -46,8 +53,12 @@ class RedisJobQueue:
         # Per model, how far this process has taken back the entries a previous life held
         # ("0": not yet; None: all of them).
         self._history: dict[str, str | None] = {}
-        scripts = ("take", "renew", "release", "position", "stats")
-        self._scripts = {n: script(redis, n, prelude="queue_common") for n in scripts}
+        self._scripts = {
+            name: script(
+                self.leases if name in LEASE_SCRIPTS else redis, name, prelude="queue_common"
+            )
+            for name in ("take", "renew", "release", "position", "stats")
+        }
 
     async def take(self, model: str, limit: int, timeout: float) -> Ticket | None:
         loop = asyncio.get_running_loop()
@@ -72,7 +83,7 @@ class RedisJobQueue:
             if reply[0] == b"busy":  # the earliest lease may expire before anyone releases it
                 wait = min(wait, max(int(reply[1]), 1) / 1000)
             with reachable():
-                await self.redis.blpop([k.wake(model)], timeout=max(wait, 0.01))
+                await self.leases.blpop([k.wake(model)], timeout=max(wait, 0.01))
 
     async def renew(self, ticket: Ticket) -> bool:
         k = self.keys
@@ -124,4 +135,5 @@ class RedisJobQueue:
         )
 
     async def close(self) -> None:
-        return None
+        if self.leases is not self.redis:
+            await self.leases.aclose()

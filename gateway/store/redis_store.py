@@ -1,4 +1,8 @@
-"""Jobs shared by every gateway replica through one Redis (keys: redis_connection.py)."""
+"""Jobs shared by every gateway replica through one Redis (keys: redis_connection.py).
+
+Waiting is done by the replica's event hub (redis_events.py), not by a blocking read per waiter:
+a waiter reads the job's stream through the bounded pool, then waits on the hub.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from gateway.store.batch_models import Batch
+from gateway.store.job_fields import FIELD_TYPES, checked_fields, encode
 from gateway.store.job_models import (
     TERMINAL_STATUSES,
     EditInputs,
@@ -18,63 +23,13 @@ from gateway.store.job_models import (
     JobEvent,
     NewEvent,
 )
-from gateway.store.job_store import JobGone
-from gateway.store.memory_store import DEFAULT_TTL_S, FIELD_TYPES, checked_fields, encode
-from gateway.store.redis_connection import (
-    GROUP,
-    REDIS_BLOCK_S,
-    RedisKeys,
-    reachable,
-    script,
-    text,
-)
+from gateway.store.job_store import JobGone, NewJob, QueueFull, Room
+from gateway.store.memory_store import DEFAULT_RESULT_TTL_S, DEFAULT_TTL_S
+from gateway.store.redis_codec import decode_events, decode_job, decode_request, request_items
+from gateway.store.redis_connection import GROUP, RedisKeys, reachable, script, sibling, text
+from gateway.store.redis_events import RECHECK_S, RedisEventHub
 
-
-def _decode_job(flat: Sequence[bytes | str]) -> Job:
-    """A job from HGETALL's field, value, ... (values are JSON; `_` fields are the store's)."""
-    values = {
-        text(flat[i]): json.loads(flat[i + 1])
-        for i in range(0, len(flat), 2)
-        if not text(flat[i]).startswith("_")
-    }
-    return Job.model_validate(values)
-
-
-def _decode_events(entries: Sequence[Any]) -> list[JobEvent]:
-    """Events from stream entries: (b"<n>-0", {b"event": ..., b"data": <JSON>})."""
-    return [
-        JobEvent(
-            id=int(text(entry_id).split("-")[0]),
-            event=text(fields[b"event"]),
-            data=json.loads(fields[b"data"]),
-        )
-        for entry_id, fields in entries
-    ]
-
-
-def _request_items(request: EditInputs) -> list[bytes | str]:
-    items: list[bytes | str] = [
-        "model", request.model,
-        "prompt", request.prompt,
-        "negative_prompt", request.negative_prompt or "",
-        "options_json", request.options_json,
-        "request_id", request.request_id,
-    ]  # fmt: skip
-    for index, image in enumerate(request.images):
-        items += [f"image:{index}", image]
-    return items
-
-
-def _decode_request(values: dict[bytes, bytes]) -> EditInputs:
-    images = sorted((k for k in values if k.startswith(b"image:")), key=lambda k: int(k[6:]))
-    return EditInputs(
-        model=text(values[b"model"]),
-        images=[values[k] for k in images],
-        prompt=text(values[b"prompt"]),
-        negative_prompt=text(values[b"negative_prompt"]) or None,
-        options_json=text(values[b"options_json"]),
-        request_id=text(values[b"request_id"]),
-    )
+NO_ROOM_CHECK = -1
 
 
 class RedisJobStore:
@@ -82,62 +37,105 @@ class RedisJobStore:
         self,
         redis: Redis,
         *,
+        hub: RedisEventHub | None = None,
         ttl_s: int = DEFAULT_TTL_S,
+        result_ttl_s: int = DEFAULT_RESULT_TTL_S,
         replica: str = "",
         keys: RedisKeys | None = None,
     ) -> None:
         self.redis = redis
+        # The subscription holds a connection for good: the hub has a client of its own.
+        self.hub = hub or RedisEventHub(sibling(redis, max_connections=2))
         self.ttl_s = ttl_s
+        self.result_ttl_s = result_ttl_s
         self.replica = replica
         self.keys = keys or RedisKeys()
-        self._create = script(redis, "create")
+        self._create = script(redis, "create", prelude="queue_common")
         self._apply = script(redis, "apply")
 
     async def create(
-        self, job: Job, event: NewEvent, request: EditInputs | None
+        self, job: Job, event: NewEvent, request: EditInputs | None, room: Room | None = None
     ) -> tuple[Job, bool]:
-        k = self.keys
-        keys = [k.job(job.id), k.events(job.id), k.request(job.id), k.queue(job.model)]
-        if job.idempotency_key is not None:
-            keys.append(k.idempotency(job.owner, job.idempotency_key))
-        values = [item for name in FIELD_TYPES for item in (name, encode(getattr(job, name)))]
-        head: list[Any] = [self.ttl_s, job.id, GROUP, self.replica, event.event]
-        head += [encode(event.data), "record" if request is None else "queue", len(values)]
-        edit = [] if request is None else _request_items(request)
+        return (await self.create_many([NewJob(job, event, request)], room))[0]
+
+    async def create_many(
+        self, entries: Sequence[NewJob], room: Room | None = None
+    ) -> list[tuple[Job, bool]]:
+        keys, args = self._create_call(entries, room)
         while True:
             with reachable():
-                outcome, found = await self._create(keys=keys, args=[*head, *values, *edit])
-            if outcome == b"created":
-                return job.model_copy(deep=True), True
-            existing = await self.get(text(found))
-            if existing is not None:
-                if outcome == b"replayed" and existing.request_hash != job.request_hash:
-                    raise IdempotencyConflict(job.idempotency_key)
-                return existing, False
-            if outcome == b"replayed":
-                # The record outlived its job by a moment: drop it (unless replaced) and retry.
-                with reachable():
-                    await self._drop_stale_record(keys[4], found)
+                reply = await self._create(keys=keys, args=args)
+            if reply[0] == b"full":
+                raise QueueFull(*(int(n) for n in reply[1:4]))
+            answers = [(text(reply[i]), text(reply[i + 1])) for i in range(1, len(reply), 2)]
+            done = await self._answered(entries, answers)
+            if done is not None:
+                return done
 
-    async def _drop_stale_record(self, record: str, job_id: bytes) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(record)
-            if await pipe.get(record) == job_id:
-                pipe.multi()
-                pipe.delete(record)
-                await pipe.execute()
+    def _create_call(
+        self, entries: Sequence[NewJob], room: Room | None
+    ) -> tuple[list[str], list[Any]]:
+        k, model = self.keys, entries[0].job.model
+        keys = [k.queue(model), k.slots(model)]
+        args: list[Any] = [self.ttl_s, GROUP, self.replica, self.hub.channel]
+        args += [room.max_depth, room.limit] if room else [NO_ROOM_CHECK, 0]
+        args.append(len(entries))
+        for job, event, request in ((e.job, e.event, e.request) for e in entries):
+            keys += [k.job(job.id), k.events(job.id), k.request(job.id)]
+            if job.idempotency_key is not None:
+                keys.append(k.idempotency(job.owner, job.idempotency_key))
+            values = [item for name in FIELD_TYPES for item in (name, encode(getattr(job, name)))]
+            edit = [] if request is None else request_items(request)
+            args += [job.id, "record" if request is None else "queue", event.event]
+            args += [encode(event.data), int(job.idempotency_key is not None)]
+            args += [len(values), *values, len(edit), *edit]
+        return keys, args
+
+    async def _answered(
+        self, entries: Sequence[NewJob], answers: list[tuple[str, str]]
+    ) -> list[tuple[Job, bool]] | None:
+        """Each entry's job; None when a stale Idempotency-Key record was dropped (create again:
+        the jobs created already answer as existing)."""
+        done: list[tuple[Job, bool]] = []
+        for entry, (status, job_id) in zip(entries, answers, strict=True):
+            if status == "created":
+                done.append((entry.job.model_copy(deep=True), True))
+                continue
+            existing = await self.get(job_id)
+            if existing is None:  # the record outlived its job by a moment
+                record = self.keys.idempotency(entry.job.owner, entry.job.idempotency_key or "")
+                await self._drop_record(record, job_id)
+                return None
+            if status == "replayed" and existing.request_hash != entry.job.request_hash:
+                raise IdempotencyConflict(entry.job.idempotency_key)
+            done.append((existing, False))
+        return done
+
+    async def _drop_record(self, record: str, job_id: str) -> None:
+        """Delete an Idempotency-Key record if it still names this job."""
+        with reachable():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(record)
+                if await pipe.get(record) == job_id.encode():
+                    pipe.multi()
+                    pipe.delete(record)
+                    await pipe.execute()
+
+    async def release_idempotency(self, job: Job) -> None:
+        if job.idempotency_key is not None:
+            await self._drop_record(self.keys.idempotency(job.owner, job.idempotency_key), job.id)
 
     async def get(self, job_id: str) -> Job | None:
         with reachable():
             values = await self.redis.hgetall(self.keys.job(job_id))
         if not values:
             return None
-        return _decode_job([item for pair in values.items() for item in pair])
+        return decode_job([item for pair in values.items() for item in pair])
 
     async def get_request(self, job_id: str) -> EditInputs | None:
         with reachable():
             values = await self.redis.hgetall(self.keys.request(job_id))
-        return _decode_request(cast(dict[bytes, bytes], values)) if values else None
+        return decode_request(cast(dict[bytes, bytes], values)) if values else None
 
     async def apply(
         self,
@@ -151,6 +149,9 @@ class RedisJobStore:
         checked = checked_fields(fields)
         options: dict[str, Any] = {
             "ttl": self.ttl_s,
+            "result_ttl": self.result_ttl_s,
+            "job": job_id,
+            "channel": self.hub.channel,
             "expect": {
                 name: [encode(checked_fields({name: v})[name]) for v in values]
                 for name, values in (expect or {}).items()
@@ -169,71 +170,49 @@ class RedisJobStore:
             reply = await self._apply(keys=keys, args=args)
         if reply[0] != b"ok":
             return None
-        return _decode_job(reply[2])
+        return decode_job(reply[2])
 
     async def events_after(self, job_id: str, last_id: int) -> list[JobEvent]:
         with reachable():
             entries = await self.redis.xrange(self.keys.events(job_id), min=max(last_id, 0) + 1)
-        return _decode_events(entries or [])
+        return decode_events(entries or [])
 
     async def wait_events(self, job_id: str, last_id: int, timeout: float) -> list[JobEvent]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        stream = self.keys.events(job_id)
-        while True:
-            with reachable():
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.exists(self.keys.job(job_id))
-                    pipe.xrange(stream, min=max(last_id, 0) + 1)
-                    exists, entries = await pipe.execute()
-            if entries:
-                return _decode_events(entries)
-            if not exists:
-                raise JobGone(job_id)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return []
-            # Blocks in Redis until an event comes (or the short block ends): no spinning.
-            block_ms = max(1, int(min(remaining, REDIS_BLOCK_S) * 1000))
-            with reachable():
-                reply = await self.redis.xread({stream: f"{max(last_id, 0)}-0"}, block=block_ms)
-            if reply:  # [[stream, entries]]
-                return _decode_events(cast(list[Any], reply)[0][1])
+        found = await self.wait_many({job_id: last_id}, timeout)
+        return found.get(job_id, [])
 
     async def wait_many(
         self, cursors: Mapping[str, int], timeout: float
     ) -> dict[str, list[JobEvent]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        with self.hub.listening(list(cursors)) as listener:
+            while True:
+                found = await self._read_many(cursors)
+                remaining = deadline - loop.time()
+                if found or remaining <= 0 or not cursors:
+                    return found
+                await listener.wait(min(remaining, RECHECK_S))
+                delivered = {j: listener.take(j, last) for j, last in cursors.items()}
+                if any(delivered.values()):
+                    return {j: events for j, events in delivered.items() if events}
+
+    async def _read_many(self, cursors: Mapping[str, int]) -> dict[str, list[JobEvent]]:
+        """The events after each cursor, in one round trip; JobGone names a job that is gone."""
         ids = list(cursors)
-        streams = {self.keys.events(j): j for j in ids}
-        while ids:
-            with reachable():
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for job_id in ids:
-                        pipe.exists(self.keys.job(job_id))
-                        pipe.xrange(self.keys.events(job_id), min=max(cursors[job_id], 0) + 1)
-                    replies = await pipe.execute()
-            found: dict[str, list[JobEvent]] = {}
-            for job_id, exists, entries in zip(ids, replies[::2], replies[1::2], strict=True):
-                if entries:
-                    found[job_id] = _decode_events(entries)
-                elif not exists:
-                    raise JobGone(job_id)
-            remaining = deadline - loop.time()
-            if found or remaining <= 0:
-                return found
-            # One blocking read over every job's stream: it returns when any of them grows.
-            block_ms = max(1, int(min(remaining, REDIS_BLOCK_S) * 1000))
-            after = {self.keys.events(j): f"{max(cursors[j], 0)}-0" for j in ids}
-            with reachable():
-                reply = await self.redis.xread(after, block=block_ms)  # type: ignore[arg-type]
-            if reply:  # [[stream, entries], ...]
-                return {
-                    streams[text(stream)]: _decode_events(entries)
-                    for stream, entries in cast(list[Any], reply)
-                }
-        return {}
+        with reachable():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.exists(self.keys.job(job_id))
+                    pipe.xrange(self.keys.events(job_id), min=max(cursors[job_id], 0) + 1)
+                replies = await pipe.execute()
+        found: dict[str, list[JobEvent]] = {}
+        for job_id, exists, entries in zip(ids, replies[::2], replies[1::2], strict=True):
+            if entries:
+                found[job_id] = decode_events(entries)
+            elif not exists:
+                raise JobGone(job_id)
+        return found
 
     async def get_result(self, job_id: str) -> bytes | None:
         with reachable():
@@ -242,10 +221,12 @@ class RedisJobStore:
 
     async def request_cancel(self, job_id: str) -> None:
         key = self.keys.control(job_id)
+        notice = json.dumps({"job": job_id, "cancel": True})
         with reachable():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(key, {"cancel": "1"})
                 pipe.expire(key, self.ttl_s)
+                pipe.publish(self.hub.channel, notice)
                 await pipe.execute()
 
     async def cancel_requested(self, job_id: str) -> bool:
@@ -253,12 +234,17 @@ class RedisJobStore:
             return bool(await self.redis.exists(self.keys.control(job_id)))
 
     async def wait_cancel(self, job_id: str) -> None:
-        control, job = self.keys.control(job_id), self.keys.job(job_id)
-        while True:
-            with reachable():
-                # Blocks in Redis until any replica adds the cancel request.
-                reply = await self.redis.xread({control: "0-0"}, block=int(REDIS_BLOCK_S * 1000))
-                if reply or not await self.redis.exists(job):
+        with self.hub.listening([job_id]) as listener:
+            while True:
+                with reachable():
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        pipe.exists(self.keys.control(job_id))
+                        pipe.exists(self.keys.job(job_id))
+                        asked, exists = await pipe.execute()
+                if asked or not exists or job_id in listener.cancelled:
+                    return
+                await listener.wait(RECHECK_S)
+                if job_id in listener.cancelled:
                     return
 
     async def ping(self) -> None:
@@ -266,6 +252,7 @@ class RedisJobStore:
             await self.redis.ping()
 
     async def close(self) -> None:
+        await self.hub.close()
         await self.redis.aclose()
 
 

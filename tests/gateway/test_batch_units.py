@@ -28,11 +28,13 @@ from gateway.http.deps import Services
 from gateway.jobs.following import EXPIRED
 from gateway.jobs.submission import Refusal, Submission
 from gateway.settings import Settings
-from gateway.store import Backend, open_backend
+from gateway.store import Backend, StoreOptions, open_backend
 from gateway.store.batch_models import Batch, idempotent_batch_id
 from gateway.store.job_models import EditInputs, Job, JobStatus, NewEvent, new_job_id
 from gateway.store.job_store import JobStore
-from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
+from gateway.store.memory_batches import MemoryBatchStore
+from gateway.store.memory_queue import MemoryJobQueue
+from gateway.store.memory_store import MemoryJobStore
 from qie_engine.contract import MAX_SEED
 from tests.gateway.test_job_store import IMAGE_BYTES, Clock, async_test
 
@@ -425,7 +427,9 @@ async def services(
     backend: Backend | None = None, *, max_queue_depth: int = 32
 ) -> AsyncIterator[Parts]:
     """A batch service whose jobs queue for a Triton that is not there: nothing runs them."""
-    backend = backend or open_backend(None, ttl_s=TTL_S, replica="replica-a", lease_s=5)
+    backend = backend or open_backend(
+        None, StoreOptions(ttl_s=TTL_S, replica="replica-a", lease_s=5)
+    )
     triton = f"127.0.0.1:{free_port()}"
     settings = Settings(
         auth_disabled=True,
@@ -790,7 +794,7 @@ async def test_an_idempotency_key_replay_gets_the_same_batch_and_creates_nothing
         assert keys == [f"{first.batch.id}/{i}" for i in range(3)]
 
         error = await api_error(s.batches.submit(three_items(key="k1", request_hash="other")))
-        assert error.code == "idempotency_conflict"
+        assert error.code == "idempotency_key_reused"
 
         theirs = await s.batches.submit(three_items(owner="owner-b", key="k1", request_hash="h1"))
         assert theirs.batch.id == idempotent_batch_id("owner-b", "k1") != first.batch.id
@@ -898,7 +902,7 @@ async def test_an_ended_batch_replays_its_events_and_resumes_after_a_cursor() ->
 @async_test
 async def test_racing_replays_on_two_replicas_make_one_batch(redis_url: str) -> None:
     def replica(name: str) -> Backend:
-        return open_backend(redis_url, ttl_s=TTL_S, replica=name, lease_s=5)
+        return open_backend(redis_url, StoreOptions(ttl_s=TTL_S, replica=name, lease_s=5))
 
     async with services(replica("replica-a")) as a, services(replica("replica-b")) as b:
         states = await asyncio.gather(

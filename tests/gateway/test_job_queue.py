@@ -13,7 +13,8 @@ import pytest
 
 from gateway.store.job_models import EditInputs, Job, NewEvent, new_job_id
 from gateway.store.job_store import JobQueue, JobStore, Ticket
-from gateway.store.memory_store import MemoryJobQueue, MemoryJobStore
+from gateway.store.memory_queue import MemoryJobQueue
+from gateway.store.memory_store import MemoryJobStore
 from gateway.store.redis_connection import connect
 from gateway.store.redis_queue import RedisJobQueue
 from gateway.store.redis_store import RedisJobStore

@@ -11,7 +11,9 @@ from gateway.app import build
 from gateway.settings import Settings
 from gateway.store import Backend
 from gateway.store.job_models import EditInputs, Job, JobStatus, NewEvent, new_job_id
-from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
+from gateway.store.memory_batches import MemoryBatchStore
+from gateway.store.memory_queue import MemoryJobQueue
+from gateway.store.memory_store import MemoryJobStore
 from tests.gateway.test_job_store import async_test
 
 MODEL = "classic_edit"

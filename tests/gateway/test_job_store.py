@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from dev_stack.redis import RedisServer
-from gateway.errors import StoreUnavailable
-from gateway.store import open_backend
+from gateway.errors import StoreFull, StoreUnavailable
+from gateway.store import StoreOptions, open_backend
 from gateway.store.batch_models import Batch, BatchItem
 from gateway.store.job_models import (
     EditInputs,
@@ -30,7 +30,9 @@ from gateway.store.job_models import (
     new_job_id,
 )
 from gateway.store.job_store import BatchStore, JobGone, JobQueue, JobStore
-from gateway.store.memory_store import MemoryBatchStore, MemoryJobQueue, MemoryJobStore
+from gateway.store.memory_batches import MemoryBatchStore
+from gateway.store.memory_queue import MemoryJobQueue
+from gateway.store.memory_store import MemoryJobStore
 from gateway.store.redis_connection import connect
 from gateway.store.redis_queue import RedisJobQueue
 from gateway.store.redis_store import RedisBatchStore, RedisJobStore
@@ -169,11 +171,13 @@ def test_job_ids_are_128_random_bits_in_hex() -> None:
 
 def test_open_backend_uses_redis_only_when_a_url_is_set() -> None:
     for url in (None, ""):
-        store, queue, batches = open_backend(url, ttl_s=60, replica="r", lease_s=5)
+        store, queue, batches = open_backend(url, StoreOptions(ttl_s=60, replica="r", lease_s=5))
         assert isinstance(store, MemoryJobStore) and isinstance(queue, MemoryJobQueue)
         assert isinstance(batches, MemoryBatchStore)
         assert store.queue is queue  # a created job is queued in the same write
-    store, queue, batches = open_backend("redis://127.0.0.1:1/0", ttl_s=60, replica="r", lease_s=5)
+    store, queue, batches = open_backend(
+        "redis://127.0.0.1:1/0", StoreOptions(ttl_s=60, replica="r", lease_s=5)
+    )
     assert isinstance(store, RedisJobStore) and isinstance(queue, RedisJobQueue)
     assert isinstance(batches, RedisBatchStore) and batches.redis is store.redis
     assert store.ttl_s == 60 and queue.consumer == "r"
@@ -732,37 +736,63 @@ async def test_memory_store_forgets_a_job_ttl_after_its_last_write() -> None:
 
 
 @async_test
-async def test_memory_store_evicts_the_oldest_finished_job_first() -> None:
-    store = MemoryJobStore(max_jobs=3)
-    finished_old, _ = await create(store, make_job(status="completed"))
-    running, _ = await create(store, make_job(status="processing"))
-    finished_new, _ = await create(store, make_job(status="failed"))
+async def test_memory_store_keeps_a_result_for_its_own_ttl_and_the_job_for_longer() -> None:
+    clock = Clock()
+    store = MemoryJobStore(ttl_s=600, result_ttl_s=60, clock=clock)
+    job, _ = await create(store, make_job())
+    await store.apply(job.id, {"status": "completed"}, NewEvent("completed"), result=IMAGE_BYTES)
 
-    newcomer, _ = await create(store, make_job())
-
-    assert await store.get(finished_old.id) is None
-    assert [await store.get(j.id) is not None for j in (running, finished_new, newcomer)] == [
-        True,
-        True,
-        True,
-    ]
-
-    await create(store, make_job())  # evicts finished_new; never the running job
-    crowd, _ = await create(store, make_job())  # nothing finished left: the bound is soft
-    assert await store.get(finished_new.id) is None
-    assert await store.get(running.id) is not None
-    assert await store.get(crowd.id) is not None
-    assert len(store) == 4
+    clock.now += 59
+    assert await store.get_result(job.id) == IMAGE_BYTES
+    clock.now += 2
+    assert await store.get_result(job.id) is None  # 410 result_expired from here on
+    assert (await store.get(job.id)) is not None  # its status is still there
+    assert store.result_bytes == 0
 
 
 @async_test
-async def test_memory_store_bounds_result_bytes_by_evicting_finished_jobs() -> None:
-    store = MemoryJobStore(max_result_bytes=len(IMAGE_BYTES) + 10)
-    finished, _ = await create(store, make_job(status="completed"))
-    await store.apply(finished.id, {}, result=IMAGE_BYTES)
-    running, _ = await create(store, make_job(status="processing"))
+async def test_memory_store_makes_room_from_jobs_without_a_result_then_the_writers_own() -> None:
+    store = MemoryJobStore(max_jobs=3)
+    kept, _ = await create(store, make_job(owner="a", status="completed"))
+    await store.apply(kept.id, {}, result=IMAGE_BYTES)
+    failed, _ = await create(store, make_job(owner="b", status="failed"))  # no result
+    own, _ = await create(store, make_job(owner="c", status="completed"))
+    await store.apply(own.id, {}, result=IMAGE_BYTES)
 
-    await store.apply(running.id, {}, result=IMAGE_BYTES)
+    await create(store, make_job(owner="c"))  # the job with no result goes first, any owner's
+    assert await store.get(failed.id) is None
+    await create(store, make_job(owner="c"))  # then the writer's own finished job
+    assert await store.get(own.id) is None
+    assert await store.get_result(kept.id) == IMAGE_BYTES
+
+
+@async_test
+async def test_memory_store_refuses_new_work_rather_than_evict_another_owners_result() -> None:
+    store = MemoryJobStore(max_jobs=2)
+    kept, _ = await create(store, make_job(owner="a", status="completed"))
+    await store.apply(kept.id, {}, result=IMAGE_BYTES)
+    running, _ = await create(store, make_job(owner="b", status="processing"))
+
+    with pytest.raises(StoreFull) as full:
+        await create(store, make_job(owner="b"))
+
+    assert (full.value.status, full.value.code) == (503, "store_full")
+    assert full.value.headers["Retry-After"] == "30"
+    assert await store.get_result(kept.id) == IMAGE_BYTES
+    assert len(store) == 2  # nothing of the refused job was kept
+    # A running job's result is stored even over the bound: it was accepted.
+    await store.apply(running.id, {"status": "completed"}, result=IMAGE_BYTES)
+    assert await store.get_result(running.id) == IMAGE_BYTES
+
+
+@async_test
+async def test_memory_store_bounds_result_bytes_by_the_writers_own_finished_jobs() -> None:
+    store = MemoryJobStore(max_result_bytes=len(IMAGE_BYTES) + 10)
+    finished, _ = await create(store, make_job(owner="a", status="completed"))
+    await store.apply(finished.id, {}, result=IMAGE_BYTES)
+    running, _ = await create(store, make_job(owner="a", status="processing"))
+
+    await store.apply(running.id, {"status": "completed"}, result=IMAGE_BYTES)
 
     assert await store.get(finished.id) is None
     assert await store.get_result(running.id) == IMAGE_BYTES
@@ -812,7 +842,8 @@ async def test_memory_batch_store_evicts_the_oldest_batch_first() -> None:
 async def test_every_redis_key_of_a_job_carries_the_ttl_and_writes_refresh_it(
     redis_url: str,
 ) -> None:
-    store = RedisJobStore(connect(redis_url), ttl_s=TTL_S)
+    """All but the result, which keeps its own, shorter TTL from when it was written."""
+    store = RedisJobStore(connect(redis_url), ttl_s=TTL_S, result_ttl_s=TTL_S // 2)
     client = Redis.from_url(redis_url)
     try:
         job, _ = await create(store, make_job(idempotency_key="k1", request_hash="h"))
@@ -830,15 +861,18 @@ async def test_every_redis_key_of_a_job_carries_the_ttl_and_writes_refresh_it(
             f"qie:idem:owner-a:{idem}",
         ]
         assert keys == sorted([*job_keys, "qie:queue:classic_edit"])  # nothing else: no index
+        result = job_keys.pop(3)
         ttls = {key: await client.ttl(key) for key in job_keys}
         assert all(TTL_S - 60 < ttl <= TTL_S for ttl in ttls.values()), ttls
+        assert TTL_S // 2 - 60 < await client.ttl(result) <= TTL_S // 2
 
-        for key in job_keys:
+        for key in [*job_keys, result]:
             await client.expire(key, 5)
         await store.apply(job.id, {"progress_step": 1}, NewEvent("progress", {"step": 1}))
 
         refreshed = {key: await client.ttl(key) for key in job_keys}
         assert all(ttl > TTL_S - 60 for ttl in refreshed.values()), refreshed
+        assert await client.ttl(result) <= 5  # a result is never kept longer by later writes
     finally:
         await client.aclose()
         await store.close()

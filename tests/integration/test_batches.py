@@ -289,7 +289,7 @@ def test_an_idempotency_key_replays_the_same_batch(gateway: GatewayServer) -> No
     assert again.json()["job_ids"] == first.json()["job_ids"]
     other = submit(gateway, files, {**data, "prompt": GRAY}, headers)
     assert other.status_code == 422, other.text  # as /process: the request, not the state
-    assert other.json()["code"] == "idempotency_conflict"
+    assert other.json()["code"] == "idempotency_key_reused"
 
 
 @pytest.fixture

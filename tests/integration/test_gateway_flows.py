@@ -267,7 +267,7 @@ def test_idempotency_key_replay_returns_the_same_job_and_a_new_body_is_422(
         assert again == first
         with pytest.raises(QieError) as conflict:
             client.submit(colourful_png(), "sepia", model="classic_edit", idempotency_key="k-1")
-    assert conflict.value.status == 422 and conflict.value.code == "idempotency_conflict"
+    assert conflict.value.status == 422 and conflict.value.code == "idempotency_key_reused"
 
 
 def test_a_job_is_invisible_to_another_key(gateway: GatewayServer) -> None:

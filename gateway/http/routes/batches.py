@@ -1,7 +1,7 @@
 """The batch routes: submit, status, the server-sent event stream, cancel and the zip.
 
-Calls: BatchFormReader (the form), RateLimiter (a batch of N costs N), BatchService (submit,
-status, cancel, zip), BatchEvents (events).
+Calls: BatchFormReader (the form; a batch of N costs N of the rate, before any image is
+decoded), BatchService (submit, status, cancel, zip), BatchEvents (events).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
 from gateway.http.batch_forms import BatchForm
 from gateway.http.batch_views import batch_accepted, batch_view
-from gateway.http.deps import CallerDep, OwnerDep, ServicesDep
+from gateway.http.deps import CallerDep, IdentityDep, OwnerDep, ServicesDep
 from gateway.http.routes.jobs import SSE_PING_S
 from gateway.http.schemas import BatchAccepted, BatchView, error_responses
 
@@ -37,7 +37,6 @@ async def submit_batch(
     form: Annotated[BatchForm, Form()], caller: CallerDep, services: ServicesDep
 ) -> JSONResponse:
     submission = await services.batch_forms.read(form, caller)
-    await services.rate_limiter.check_batch(caller.owner, len(submission.entries))
     body = batch_accepted(await services.batches.submit(submission)).model_dump()
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
@@ -82,10 +81,11 @@ async def get_batch_result(batch_id: str, services: ServicesDep, owner: OwnerDep
 async def batch_events(
     batch_id: str,
     services: ServicesDep,
-    owner: OwnerDep,
+    identity: IdentityDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    events = await services.batch_events.events(batch_id, owner, last_event_id)
+    followed = await services.batch_events.events(batch_id, identity.owner, last_event_id)
+    events = services.streams.held(identity.bucket, followed)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         async for item in events:

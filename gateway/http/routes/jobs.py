@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from gateway.http.deps import OwnerDep, ServicesDep
+from gateway.http.deps import IdentityDep, OwnerDep, ServicesDep
 from gateway.http.job_views import job_view, process_response, result_headers
 from gateway.http.schemas import JobView, error_responses
 from gateway.jobs.following import StreamError
@@ -25,6 +25,7 @@ router = APIRouter(prefix="/jobs/{job_id}")
 READ_ERRORS = error_responses(401, 404, 429, 503)
 RESULT_ERRORS = error_responses(401, 404, 409, 410, 429, 503)
 SSE_PING_S = 15
+MAX_EVENT_ID_DIGITS = 18
 
 
 @router.get("", response_model=JobView, responses=READ_ERRORS, summary="A job's status")
@@ -52,6 +53,15 @@ async def cancel_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> Job
     return job_view(await services.canceller.cancel(job_id, owner))
 
 
+def event_cursor(text: str | None) -> int:
+    """A Last-Event-ID: ASCII digits, else the beginning; an id longer than any event's stands
+    for "after the end" (it is never turned into a number of thousands of digits)."""
+    text = (text or "").strip()
+    if not (text.isascii() and text.isdigit()):
+        return 0
+    return int(text) if len(text) <= MAX_EVENT_ID_DIGITS else 10**MAX_EVENT_ID_DIGITS
+
+
 def _sse(item: JobEvent | StreamError) -> ServerSentEvent:
     if isinstance(item, StreamError):
         data = {"code": item.code.value, "message": item.message}
@@ -67,12 +77,12 @@ def _sse(item: JobEvent | StreamError) -> ServerSentEvent:
 async def job_events(
     job_id: str,
     services: ServicesDep,
-    owner: OwnerDep,
+    identity: IdentityDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    job = await services.lookup.owned(job_id, owner)
-    events = services.follower.events(job, start)
+    start = event_cursor(last_event_id)
+    job = await services.lookup.owned(job_id, identity.owner)
+    events = services.streams.held(identity.bucket, services.follower.events(job, start))
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         async for item in events:

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.http.deps import OwnerDep, ServicesDep
 from gateway.http.schemas import TENSOR_CONTRACT, HealthView, ModelsView, error_responses
+from gateway.triton.registry import Health
 
 router = APIRouter()
 
@@ -24,8 +25,12 @@ router = APIRouter()
 async def health(services: ServicesDep) -> JSONResponse:
     settings, registry = services.settings, services.registry
     state = registry.health(services.queues.saturated(settings.default_model))
+    trouble = services.queues.trouble()
+    if trouble:
+        state = Health.UNHEALTHY  # jobs are accepted but no runner can take them now
     body = HealthView(
         status=state.value,
+        trouble=trouble,
         models={name: info.ready for name, info in registry.models.items()},
         triton=registry.triton_status(),
         queues=services.queues.queues(),
