@@ -37,7 +37,7 @@ from gateway.store import Backend, open_backend
 from gateway.triton.client import TritonPool
 from gateway.triton.registry import ModelRegistry
 from gateway.webhooks.sender import WebhookSender
-from gateway.webhooks.targets import CallbackPolicy
+from gateway.webhooks.targets import CallbackPolicy, backend_hosts
 
 log = logging.getLogger("gateway")
 
@@ -53,7 +53,12 @@ class Background:
 
 
 def _webhooks(settings: Settings) -> tuple[CallbackPolicy, WebhookSender]:
-    policy = CallbackPolicy(settings.webhook_allowed_hosts, settings.webhook_allow_loopback)
+    policy = CallbackPolicy(
+        settings.webhook_allowed_hosts,
+        settings.webhook_allow_loopback,
+        # No callback may reach these, whatever the allowlist says (a model unload is one POST).
+        backend_hosts=backend_hosts([*settings.triton_urls, settings.redis_url]),
+    )
     sender = WebhookSender(
         settings.webhook_secret,
         policy,
