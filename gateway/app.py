@@ -39,7 +39,7 @@ from gateway.store import Backend, StoreOptions, open_backend
 from gateway.triton.client import TritonPool
 from gateway.triton.registry import ModelRegistry
 from gateway.webhooks.sender import WebhookSender
-from gateway.webhooks.targets import CallbackPolicy
+from gateway.webhooks.targets import CallbackPolicy, backend_hosts
 
 log = logging.getLogger("gateway")
 
@@ -66,7 +66,12 @@ def store_options(settings: Settings) -> StoreOptions:
 
 
 def _webhooks(settings: Settings) -> tuple[CallbackPolicy, WebhookSender]:
-    policy = CallbackPolicy(settings.webhook_allowed_hosts, settings.webhook_allow_loopback)
+    policy = CallbackPolicy(
+        settings.webhook_allowed_hosts,
+        settings.webhook_allow_loopback,
+        # No callback may reach these, whatever the allowlist says (a model unload is one POST).
+        backend_hosts=backend_hosts([*settings.triton_urls, settings.redis_url]),
+    )
     sender = WebhookSender(
         settings.webhook_secret,
         policy,

@@ -1,9 +1,11 @@
 """A batch's zip: the names of its entries, made from the uploads' file names, and its bytes.
 
-A client's file name is text to show, never a path. Cleaning keeps its last path segment only;
-drops control, format (bidirectional overrides, zero-width marks), private-use and unassigned
-characters; replaces the characters Windows forbids; trims dots and spaces at either end (so no
-"..", no hidden file); and shortens it.
+A client's file name is text to show, never a path. Cleaning first folds compatibility forms
+(NFKC), so a look-alike such as a fullwidth solidus, backslash or colon becomes the character it
+imitates and the rules that follow see it. Those keep the last path segment only; drop control,
+format (bidirectional overrides, zero-width marks), private-use and unassigned characters; replace
+the characters Windows forbids; trim dots and spaces at either end (so no "..", no hidden file);
+and shorten it.
 
 An entry is "<stem>-edited.<ext>" (a variation: "<stem>-edited-<n>.<ext>", n from 1), the
 extension that of the output format; a name with no stem left is "image-<n>". Names that clash,
@@ -37,7 +39,10 @@ ZIP_EPOCH = 315532800.0 + 86400  # a zip's timestamps start in 1980
 
 def clean_name(raw: str | None) -> str:
     """A file name fit to show and to store: see the module's docstring. May be empty."""
-    text = unicodedata.normalize("NFC", raw or "")
+    # NFKC, not NFC: a fullwidth solidus (U+FF0F) reads as "/", and a tool that folds
+    # compatibility forms later would turn "..<U+FF0F>x" into a path. Folded first, the rules
+    # below see the character it imitates.
+    text = unicodedata.normalize("NFKC", raw or "")
     text = re.split(r"[/\\]", text)[-1]
     text = "".join(c for c in text if unicodedata.category(c) not in DROPPED_CATEGORIES)
     text = WINDOWS_FORBIDDEN.sub("_", text).strip(" .")

@@ -88,6 +88,32 @@ def test_clean_name_keeps_a_safe_last_segment_of_the_file_name(
     assert clean_name(raw) == cleaned
 
 
+@pytest.mark.parametrize(
+    ("raw", "cleaned"),
+    [
+        ("\uff0f..\uff0févasion.png", "évasion.png"),  # fullwidth solidus
+        ("..\uff3c..\uff3c写真.png", "写真.png"),  # fullwidth reverse solidus
+        ("C\uff1a\uff3cUsers\uff3cZoë\uff3cñandú.png", "ñandú.png"),
+        ("\u2025\uff0fevil.png", "evil.png"),  # a two-dot leader is ".."
+        ("Café\uff1amenu.png", "Café_menu.png"),  # fullwidth colon
+        ("\uff1c猫\uff1e\uff5c犬.png", "_猫__犬.png"),  # fullwidth < > |
+        ("Ελλάδα\uff02\uff1f\uff0a.jpg", "Ελλάδα___.jpg"),  # fullwidth " ? *
+        ("\ufe64script\ufe65.png", "_script_.png"),  # small < and >
+        ("\uff0e\uff0eStraße\uff0epng", "Straße.png"),  # fullwidth full stops
+    ],
+)
+def test_look_alikes_are_folded_before_the_rules_and_other_letters_survive(
+    raw: str, cleaned: str
+) -> None:
+    """NFKC turns a fullwidth or small form into the character it imitates, and the separator
+    and forbidden-character rules then apply; accents, Greek and CJK come through as they are."""
+    assert clean_name(raw) == cleaned
+
+
+def test_a_fullwidth_path_never_becomes_a_zip_entry() -> None:
+    assert entry_names([clean_name("\uff0f..\uff0fevil.png")], "png") == ["evil-edited.png"]
+
+
 def test_entry_names_take_the_extension_of_the_output_format() -> None:
     names = ["cat.png", "dog.webp", "bird.jpeg"]
     assert entry_names(names, "png") == ["cat-edited.png", "dog-edited.png", "bird-edited.png"]
