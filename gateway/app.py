@@ -178,6 +178,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Edit images from text instructions: Qwen-Image-Edit on NVIDIA Triton.",
         lifespan=lifespan,
+        # OPENAPI_DOCS=false closes the interactive docs and the document (404).
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     state: Any = app.state
     state.services = services

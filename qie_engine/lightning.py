@@ -39,6 +39,11 @@ class LoraSource:
     def __str__(self) -> str:
         return f"{self.location}/{self.weight_name}" if self.weight_name else self.location
 
+    @property
+    def public_name(self) -> str:
+        """What clients are told: a hub location in full, a local file or folder by its name."""
+        return Path(str(self)).name if self.local else str(self)
+
 
 def _explicit_source(lora_path: str) -> LoraSource:
     local = Path(lora_path).expanduser()

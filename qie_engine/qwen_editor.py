@@ -265,7 +265,8 @@ class QwenEditor:
         return {
             "variant": self.variant,
             "pipeline": type(self.pipe).__name__,
-            "model_id": self.settings.model_id,
+            # A hub id as it is; a local folder by its name only (where it lies is the host's).
+            "model_id": self.settings.model_id if self.folder.hub_commit else self.folder.path.name,
             "model_revision": self.settings.model_revision,  # the pin, None when unpinned
             "model_commit": self.folder.hub_commit,  # what was loaded (None: a local folder)
             "random_weights": self.random_weights,
@@ -276,7 +277,7 @@ class QwenEditor:
             "transformer_weights": describe_quantization(self.pipe),
             "cpu_offload": self.settings.cpu_offload,
             "batched_cfg": self.settings.batched_cfg,
-            "lightning_lora": str(self.lightning.source) if self.lightning else None,
+            "lightning_lora": self.lightning.source.public_name if self.lightning else None,
             "lora_revision": self.lightning.source.revision if self.lightning else None,
             "defaults": {"preset": default.preset.value, "steps": steps, "true_cfg_scale": cfg},
             "presets": {

@@ -209,9 +209,13 @@ class CallbackPolicy:
 
     def check_url(self, url: str) -> str:
         """At submit: an absolute http(s) URL whose host and port the operator allows; else 422."""
-        parts = urlsplit(url)
-        port = url_port(parts)
-        if parts.scheme not in SCHEME_PORTS or not parts.hostname or port is None:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:  # e.g. "http://[": an unclosed IPv6 literal
+            host = None
+        port = url_port(parts) if host else None
+        if not host or parts.scheme not in SCHEME_PORTS or port is None:
             raise ApiError(
                 ErrorCode.INVALID_CALLBACK_URL,
                 "callback_url must be an absolute http:// or https:// URL",
@@ -223,10 +227,10 @@ class CallbackPolicy:
                 f"this gateway sends no webhooks: {HOW_TO_ALLOW}",
                 detail={"field": "callback_url"},
             )
-        if self.match(parts.hostname, port) is None:
+        if self.match(host, port) is None:
             raise ApiError(
                 ErrorCode.CALLBACK_NOT_ALLOWED,
-                self._not_allowed(parts.hostname, port),
+                self._not_allowed(host, port),
                 detail={"field": "callback_url"},
             )
         return url

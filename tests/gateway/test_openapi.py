@@ -62,9 +62,13 @@ def test_the_spec_states_the_rules_validation_enforces() -> None:
     assert form["options"] == {"$ref": "#/components/schemas/RequestOptions"}
     body = schema["paths"]["/process"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert body["encoding"]["image"]["contentType"] == "image/jpeg, image/png, image/webp"
-    # The committed document is the compose stack's: callbacks to `serverpod` only.
+    # The committed document is the compose stack's (callbacks to `serverpod`), which it names
+    # nowhere: the allowlist stays with the operator.
     assert re.fullmatch(form["callback_url"]["pattern"], "http://serverpod:8080/hooks/edit")
-    assert not re.fullmatch(form["callback_url"]["pattern"], "http://127.0.0.1:8080/x")
+    assert not re.fullmatch(form["callback_url"]["pattern"], "ftp://serverpod/x")
+    assert form["callback_url"]["maxLength"] == 2048
+    assert "serverpod" not in OPENAPI_PATH.read_text()
+    assert form["image_id"]["pattern"] == "^[A-Za-z0-9._:-]{1,128}$"
 
 
 def test_without_an_allowlist_the_spec_admits_no_callback_url() -> None:

@@ -332,6 +332,6 @@ def test_28a_a_callback_host_off_the_allowlist_is_422_saying_how_to_allow_it() -
         assert (error.status, error.code) == (422, "callback_not_allowed")
         assert "WEBHOOK_ALLOWED_HOSTS" in error.message
     allowed = read(
-        form(callback_url="http://serverpod:8080/done"), WEBHOOK_ALLOWED_HOSTS="serverpod"
+        form(callback_url="http://serverpod:8080/done"), WEBHOOK_ALLOWED_HOSTS="serverpod:8080"
     )
     assert allowed.callback_url == "http://serverpod:8080/done"

@@ -5,15 +5,24 @@ Calls: ModelRegistry (models, Triton), QueueMonitor (queues as last sampled), Me
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.http.deps import OwnerDep, ServicesDep
+from gateway.http.deps import OwnerDep, Services, ServicesDep
 from gateway.http.schemas import TENSOR_CONTRACT, HealthView, ModelsView, error_responses
 from gateway.triton.registry import Health
 
 router = APIRouter()
+
+
+def _triton_view(request: Request, services: Services) -> dict[str, bool]:
+    """Each Triton's reachability: named by its address for a caller with a key, else only by
+    its place in TRITON_URLS (the internal hosts are not for anyone who can reach the port)."""
+    status = services.registry.triton_status()
+    if services.auth.knows(request):
+        return status
+    return {f"triton-{i}": up for i, up in enumerate(status.values(), start=1)}
 
 
 @router.get(
@@ -22,7 +31,7 @@ router = APIRouter()
     responses={503: {"model": HealthView, "description": "STARTING or UNHEALTHY"}},
     summary="Liveness and readiness",
 )
-async def health(services: ServicesDep) -> JSONResponse:
+async def health(request: Request, services: ServicesDep) -> JSONResponse:
     settings, registry = services.settings, services.registry
     state = registry.health(services.queues.saturated(settings.default_model))
     trouble = services.queues.trouble()
@@ -32,7 +41,7 @@ async def health(services: ServicesDep) -> JSONResponse:
         status=state.value,
         trouble=trouble,
         models={name: info.ready for name, info in registry.models.items()},
-        triton=registry.triton_status(),
+        triton=_triton_view(request, services),
         queues=services.queues.queues(),
         auth=not settings.auth_disabled,
     )
