@@ -50,6 +50,8 @@ class TritonServer(ProcessGroup):
             "TRITON_HTTP_PORT": str(self.http_port),
             "TRITON_GRPC_PORT": str(self.grpc_port),
             "TRITON_METRICS_PORT": str(self.metrics_port),
+            # Loopback only: this machine's Triton, with model control on, is nobody else's.
+            "TRITON_ADDRESS": "127.0.0.1",
             # Unloading takes a couple of seconds idle and several times that on a busy machine;
             # a stop cut short leaves the stubs' shared memory behind.
             "TRITON_EXIT_TIMEOUT": "15",

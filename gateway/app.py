@@ -19,7 +19,7 @@ from gateway.http.batch_forms import BatchFormReader
 from gateway.http.deps import Services
 from gateway.http.error_handlers import install_error_handlers
 from gateway.http.forms import FormReader
-from gateway.http.middleware import BodySizeLimit, RequestObserver
+from gateway.http.middleware import BodySizeLimit, RequestObserver, Utf8FormsOnly
 from gateway.http.openapi import build_openapi
 from gateway.http.routes import ROUTERS
 from gateway.http.security import AccessGate, Authenticator, RateLimiter
@@ -36,6 +36,7 @@ from gateway.jobs.waiting import JobWaiter
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import Backend, StoreOptions, open_backend
+from gateway.store.redis_connection import connect
 from gateway.triton.client import TritonPool
 from gateway.triton.registry import ModelRegistry
 from gateway.webhooks.sender import WebhookSender
@@ -63,6 +64,18 @@ def store_options(settings: Settings) -> StoreOptions:
         pool_size=settings.redis_pool_size,
         pool_wait_s=settings.redis_pool_wait_s,
     )
+
+
+def rate_pool(settings: Settings) -> Any:
+    """The rate limits' Redis connections: bounded, blocking briefly, like the store's."""
+    if not settings.redis_url:
+        return None
+    client = connect(
+        settings.redis_url,
+        max_connections=settings.redis_pool_size,
+        wait_s=settings.redis_pool_wait_s,
+    )
+    return client.connection_pool
 
 
 def _webhooks(settings: Settings) -> tuple[CallbackPolicy, WebhookSender]:
@@ -100,6 +113,7 @@ def build(settings: Settings, backend: Backend | None = None) -> tuple[Services,
         store, queue, execution, lifecycle, limit=limit, lease_s=settings.job_lease_s
     )
     registry.on_ready = runner.serve
+    monitor = QueueMonitor(store, queue, runner, metrics, limit)
     admission = JobAdmission(
         store,
         queue,
@@ -107,10 +121,16 @@ def build(settings: Settings, backend: Backend | None = None) -> tuple[Services,
         limit=limit,
         max_depth=settings.max_queue_depth,
         replica=settings.replica_id,
+        store_full=monitor.store_full,
     )
     follower = JobFollower(store)
     forms = FormReader(settings, policy, registry.models)
-    limiter = RateLimiter(settings.rate_limit, settings.redis_url, settings.failed_auth_rate)
+    limiter = RateLimiter(
+        settings.rate_limit,
+        settings.failed_auth_rate,
+        settings.redis_url,
+        rate_pool(settings),
+    )
     batch_reader = BatchReader(backend.batches, lookup)
     services = Services(
         settings=settings,
@@ -125,7 +145,7 @@ def build(settings: Settings, backend: Backend | None = None) -> tuple[Services,
         follower=follower,
         waiter=JobWaiter(store, lookup, canceller),
         canceller=canceller,
-        queues=QueueMonitor(queue, runner, metrics, limit),
+        queues=monitor,
         batches=BatchService(
             batch_reader, backend.batches, admission, canceller, lookup, ttl_s=settings.job_ttl_s
         ),
@@ -204,6 +224,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         AccessGate, auth=services.auth, limiter=services.rate_limiter, on_reject=count_reject
     )
+    app.add_middleware(Utf8FormsOnly, on_reject=lambda: count_reject(ErrorCode.VALIDATION_ERROR))
     app.add_middleware(RequestObserver, metrics=services.metrics)
     app.add_middleware(
         BodySizeLimit,

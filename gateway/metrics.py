@@ -10,6 +10,13 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._http()
+        self._jobs()
+        self._service()
+        for status in ("pending", "processing"):
+            self.jobs_active.labels(status=status).set(0)
+
+    def _http(self) -> None:
         r = self.registry
         self.requests = Counter(
             "qie_http_requests",
@@ -24,6 +31,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.rejects = Counter("qie_rejects", "Requests refused, by reason", ["reason"], registry=r)
+
+    def _jobs(self) -> None:
+        r = self.registry
         self.queue_depth = Gauge(
             "qie_queue_depth", "Jobs waiting for a Triton slot", ["model"], registry=r
         )
@@ -43,7 +54,6 @@ class Metrics:
         self.jobs_active = Gauge(
             "qie_jobs_active", "Jobs not finished, by status", ["status"], registry=r
         )
-        self.rejects = Counter("qie_rejects", "Requests refused, by reason", ["reason"], registry=r)
         self.edit_duration = Histogram(
             "qie_edit_duration_seconds",
             "Processing time of an edit in Triton",
@@ -57,11 +67,17 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+    def _service(self) -> None:
+        r = self.registry
         self.model_ready = Gauge(
             "qie_model_ready", "1 when Triton reports the model ready", ["model"], registry=r
         )
         self.triton_up = Gauge(
             "qie_triton_up", "1 when the Triton endpoint answers", ["url"], registry=r
+        )
+        self.store_fullness = Gauge(
+            "qie_store_fullness", "Share of the job store's memory bound in use", registry=r
         )
         self.runner_errors = Counter(
             "qie_runner_errors",
@@ -69,5 +85,3 @@ class Metrics:
             ["loop"],
             registry=r,
         )
-        for status in ("pending", "processing"):
-            self.jobs_active.labels(status=status).set(0)

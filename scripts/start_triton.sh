@@ -8,6 +8,8 @@
 #   TRITON_HTTP_PORT    HTTP port (default 8003: the gateway owns 8000)
 #   TRITON_GRPC_PORT    gRPC port (default 8001)
 #   TRITON_METRICS_PORT Prometheus metrics port (default 8002)
+#   TRITON_ADDRESS      the address all three listen on (default 0.0.0.0, for a container whose
+#                       ports only its network reaches; `make run` and the tests use 127.0.0.1)
 #   TRITON_CONFIG_NAME  model config variant, e.g. "cpu" (default: cpu when no GPU is visible)
 #   PYTHON              interpreter whose site-packages the models import from (default: python3)
 #   MODEL_ID, DEVICE, ... any model parameter (see model_repository/*/config.pbtxt)
@@ -65,9 +67,9 @@ done
   --model-control-mode=explicit "${load_args[@]}" \
   ${config_name:+--model-config-name="$config_name"} \
   ${backend_args[@]+"${backend_args[@]}"} \
-  --http-port="${TRITON_HTTP_PORT:-8003}" \
-  --grpc-port="${TRITON_GRPC_PORT:-8001}" \
-  --metrics-port="${TRITON_METRICS_PORT:-8002}" \
+  --http-address="${TRITON_ADDRESS:-0.0.0.0}" --http-port="${TRITON_HTTP_PORT:-8003}" \
+  --grpc-address="${TRITON_ADDRESS:-0.0.0.0}" --grpc-port="${TRITON_GRPC_PORT:-8001}" \
+  --metrics-address="${TRITON_ADDRESS:-0.0.0.0}" --metrics-port="${TRITON_METRICS_PORT:-8002}" \
   --allow-metrics=true --allow-gpu-metrics=true \
   --log-verbose="${TRITON_LOG_VERBOSE:-0}" \
   --exit-timeout-secs="${TRITON_EXIT_TIMEOUT:-10}" &

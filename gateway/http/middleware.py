@@ -5,6 +5,7 @@ Plain ASGI (not BaseHTTPMiddleware), so a client's disconnect still reaches the 
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from gateway.errors import ApiError, ErrorCode
 from gateway.http.error_handlers import json_response
 from gateway.metrics import Metrics
 
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -35,8 +37,9 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id", "")[:64]
-        request_id = incoming or new_request_id()
+        incoming = Headers(scope=scope).get("x-request-id", "")
+        # A client's id is kept only if it is a plain token: it goes to logs and a header.
+        request_id = incoming if REQUEST_ID.fullmatch(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -140,3 +143,41 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+
+class Utf8FormsOnly:
+    """Form fields are read as UTF-8 only: a request that names another charset (which Starlette
+    would decode its fields with, `unicode_escape` included) is refused, 422, before its body is
+    read."""
+
+    def __init__(self, app: ASGIApp, on_reject: Callable[[], None]) -> None:
+        self.app = app
+        self.on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            charset = form_charset(Headers(scope=scope).get("content-type", ""))
+            if charset not in (None, "utf-8", "utf8"):
+                self.on_reject()
+                error = ApiError(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"form fields are read as UTF-8 only, not {charset[:40]!r}: drop the "
+                    "charset parameter of Content-Type, or send charset=utf-8",
+                    detail={"field": "Content-Type"},
+                    headers={"Connection": "close"},
+                )
+                await json_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def form_charset(content_type: str) -> str | None:
+    """The charset parameter of a form's Content-Type, lowercased; None when it names none."""
+    kind, *params = content_type.split(";")
+    if kind.strip().lower() not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return None
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None

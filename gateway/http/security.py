@@ -8,6 +8,7 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -84,12 +85,18 @@ class Authenticator:
 
 
 class RateLimiter:
-    def __init__(self, rate: str, redis_url: str | None, failed_auth_rate: str) -> None:
+    def __init__(
+        self, rate: str, failed_auth_rate: str, redis_url: str | None = None, pool: Any = None
+    ) -> None:
+        """With Redis, the counts are shared by every replica, through `pool`, a bounded one
+        (the library's own would fail at once past 100 connections); else this process's."""
         self.item = parse(rate)
         self.failed_auth = parse(failed_auth_rate)
-        uri = f"async+{redis_url}" if redis_url else "async+memory://"
-        options = {"implementation": "redispy"} if redis_url else {}
-        self.storage = storage_from_string(uri, **options)
+        if redis_url:
+            options = {"implementation": "redispy", "connection_pool": pool} if pool else {}
+            self.storage = storage_from_string(f"async+{redis_url}", **options)
+        else:
+            self.storage = storage_from_string("async+memory://")
         self.limiter = MovingWindowRateLimiter(self.storage)
 
     def batch_fits(self, edits: int) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.errors import ApiError, ErrorCode
+from gateway.errors import ApiError, ErrorCode, StoreFull
 from gateway.jobs.lookup import eta
 from gateway.jobs.submission import Refusal, Submission
 from gateway.metrics import Metrics
@@ -36,6 +36,7 @@ class JobAdmission:
         limit: Callable[[str], int],
         max_depth: int,
         replica: str,
+        store_full: Callable[[], bool] = lambda: False,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -43,6 +44,7 @@ class JobAdmission:
         self._limit = limit
         self._max_depth = max_depth
         self._replica = replica
+        self._store_full = store_full
 
     async def submit(self, sub: Submission) -> Job:
         """Queue the job (or return the job an idempotent replay names)."""
@@ -52,6 +54,8 @@ class JobAdmission:
         """A batch's jobs, in order: a refused item as a job that failed at once, the others
         queued. The queue takes all of them or none (queue_full): the room check and the
         writes are one atomic step in the store, across replicas."""
+        if self._store_full():
+            raise StoreFull("past 90 % of its memory; running jobs finish first")
         wanted = [e for e in entries if isinstance(e, Submission)]
         model = wanted[0].request.model if wanted else ""
         stats = await self._queue.stats(model)  # for the positions and ETAs the events state

@@ -10,18 +10,28 @@ from collections.abc import Callable
 from gateway.errors import StoreUnavailable
 from gateway.jobs.runner import JobRunner
 from gateway.metrics import Metrics
-from gateway.store.job_store import JobQueue, QueueStats
+from gateway.store.job_store import JobQueue, JobStore, QueueStats
+
+# The share of Redis's maxmemory past which new work is refused: the rest is for running jobs.
+STORE_HIGH_WATER = 0.9
 
 
 class QueueMonitor:
     def __init__(
-        self, queue: JobQueue, runner: JobRunner, metrics: Metrics, limit: Callable[[str], int]
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        runner: JobRunner,
+        metrics: Metrics,
+        limit: Callable[[str], int],
     ) -> None:
+        self._store = store
         self._queue = queue
         self._runner = runner
         self._metrics = metrics
         self._limit = limit
         self._stats: dict[str, QueueStats] = {}
+        self.fullness: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self, interval_s: float) -> None:
@@ -46,6 +56,10 @@ class QueueMonitor:
         """Runner loops that fail now (taking jobs), and why."""
         return self._runner.trouble
 
+    def store_full(self) -> bool:
+        """Past the high-water mark: new work is refused while running jobs finish."""
+        return self.fullness is not None and self.fullness >= STORE_HIGH_WATER
+
     def saturated(self, model: str) -> bool:
         stats = self._stats.get(model)
         return stats is not None and stats.running >= self._limit(model) and stats.waiting > 0
@@ -65,3 +79,6 @@ class QueueMonitor:
             self._metrics.queue_depth.labels(model=model).set(stats.waiting_here)
         self._metrics.jobs_active.labels(status="pending").set(waiting_here)
         self._metrics.jobs_active.labels(status="processing").set(len(self._runner.running))
+        self.fullness = await self._store.fullness()
+        if self.fullness is not None:
+            self._metrics.store_fullness.set(self.fullness)

@@ -77,6 +77,10 @@ class JobStore(Protocol):
         """
         ...
 
+    async def fullness(self) -> float | None:
+        """How full the store is, 0 to 1, where it has a memory bound (Redis's maxmemory)."""
+        ...
+
     async def release_idempotency(self, job: Job) -> None:
         """Forget the job's Idempotency-Key, so that a retry with it makes a new job."""
         ...

@@ -223,6 +223,9 @@ class MemoryJobStore:
         if entry is not None:
             await self._cancel_event(entry).wait()
 
+    async def fullness(self) -> float | None:
+        return None  # its own bounds make room, or refuse new work (StoreFull), as it writes
+
     async def ping(self) -> None:
         return None
 
@@ -268,21 +271,12 @@ class MemoryJobStore:
             count = len(self._entries) + jobs > self.max_jobs
             return count or self._result_bytes > self.max_result_bytes
 
-        for evictable in (self._without_result, lambda e: self._owned_by(e, owner)):
-            while over():
-                job_id = next((i for i, e in self._entries.items() if evictable(e)), None)
-                if job_id is None:
-                    break
-                self._forget(job_id)
-        return not over()
-
-    @staticmethod
-    def _without_result(entry: _Entry) -> bool:
-        return entry.job.status in TERMINAL_STATUSES and entry.result is None
-
-    @staticmethod
-    def _owned_by(entry: _Entry, owner: str) -> bool:
-        return entry.job.status in TERMINAL_STATUSES and entry.job.owner == owner
+        while over():
+            job_id = _first_evictable(self._entries, owner)
+            if job_id is None:
+                return False
+            self._forget(job_id)
+        return True
 
     def _forget(self, job_id: str) -> None:
         entry = self._entries.pop(job_id)
@@ -299,3 +293,12 @@ class MemoryJobStore:
         wakeup = self._wakeups.pop(job_id, None)
         if wakeup is not None:
             wakeup.set()
+
+
+def _first_evictable(entries: Mapping[str, _Entry], owner: str) -> str | None:
+    """The job to forget first: a finished one that keeps no result (any owner's), else a
+    finished one of `owner`'s; the least recently written first. None: nothing may go."""
+    finished = [(i, e) for i, e in entries.items() if e.job.status in TERMINAL_STATUSES]
+    without_result = (i for i, e in finished if e.result is None)
+    owned = (i for i, e in finished if e.job.owner == owner)
+    return next(without_result, None) or next(owned, None)

@@ -247,6 +247,12 @@ class RedisJobStore:
                 if job_id in listener.cancelled:
                     return
 
+    async def fullness(self) -> float | None:
+        with reachable():
+            memory = await self.redis.info("memory")
+        limit = int(memory.get("maxmemory") or 0)
+        return int(memory.get("used_memory") or 0) / limit if limit else None
+
     async def ping(self) -> None:
         with reachable():
             await self.redis.ping()

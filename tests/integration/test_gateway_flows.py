@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,16 @@ from tests.model_metrics import model_counts, steps_until_cancelled
 pytestmark = pytest.mark.integration
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
 QWEN = "qwen_image_edit"
-# Test receivers listen on 127.0.0.1: allowed by name, and by the local-development opt-in.
-LOOPBACK_HOOKS = {"WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "WEBHOOK_ALLOW_LOOPBACK": "true"}
+
+
+def loopback_hooks(port: int) -> dict[str, str]:
+    """Receivers listen on ::1, the IPv6 loopback (127.0.0.1 is Triton's, which no callback may
+    reach): allowed by name and port, and by the local-development opt-in."""
+    return {"WEBHOOK_ALLOWED_HOSTS": f"[::1]:{port}", "WEBHOOK_ALLOW_LOOPBACK": "true"}
+
+
+class LoopbackServer(HTTPServer):
+    address_family = socket.AF_INET6
 
 
 def running(gateway: GatewayServer, model: str) -> int:
@@ -369,7 +378,7 @@ def test_webhook_is_signed_and_retried_until_the_target_answers(
         def log_message(self, *_args: Any) -> None:
             return
 
-    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    hook = LoopbackServer(("::1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     try:
         with (
@@ -378,11 +387,11 @@ def test_webhook_is_signed_and_retried_until_the_target_answers(
                 "classic_edit",
                 WEBHOOK_SECRET="s3cret",
                 WEBHOOK_BACKOFF_S=0.1,
-                **LOOPBACK_HOOKS,
+                **loopback_hooks(hook.server_address[1]),
             ) as gw,
             gw.client() as client,
         ):
-            url = f"http://127.0.0.1:{hook.server_address[1]}/done"
+            url = f"http://[::1]:{hook.server_address[1]}/done"
             job_id = client.submit(
                 colourful_png(), "invert", model="classic_edit", callback_url=url
             )
@@ -403,18 +412,18 @@ def test_webhook_is_signed_and_retried_until_the_target_answers(
 def test_webhook_target_that_is_down_never_fails_the_job(triton_server: TritonServer) -> None:
     with (
         running_gateway(
-            [triton_server.grpc_url], "classic_edit", WEBHOOK_BACKOFF_S=0.01, **LOOPBACK_HOOKS
+            [triton_server.grpc_url], "classic_edit", WEBHOOK_BACKOFF_S=0.01, **loopback_hooks(9)
         ) as gw,
         gw.client() as client,
     ):
         job_id = client.submit(
-            colourful_png(), "invert", model="classic_edit", callback_url="http://127.0.0.1:9/never"
+            colourful_png(), "invert", model="classic_edit", callback_url="http://[::1]:9/never"
         )
         assert list(client.events(job_id))[-1].event == "completed"
 
 
 class Receiver:
-    """A webhook receiver on 127.0.0.1 that answers every POST with one status."""
+    """A webhook receiver on ::1 that answers every POST with one status."""
 
     def __init__(self, status: int, location: str = "") -> None:
         self.bodies: list[bytes] = []
@@ -431,8 +440,9 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 return
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.server = LoopbackServer(("::1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://[::1]:{self.port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -444,7 +454,12 @@ def test_a_webhook_redirect_is_not_followed(triton_server: TritonServer) -> None
     bouncing = Receiver(307, location=elsewhere.url)
     try:
         with (
-            running_gateway([triton_server.grpc_url], "classic_edit", **LOOPBACK_HOOKS) as gw,
+            running_gateway(
+                [triton_server.grpc_url],
+                "classic_edit",
+                WEBHOOK_ALLOWED_HOSTS=f"[::1]:{bouncing.port}|{elsewhere.port}",
+                WEBHOOK_ALLOW_LOOPBACK="true",
+            ) as gw,
             gw.client() as client,
         ):
             job_id = client.submit(
