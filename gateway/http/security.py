@@ -23,7 +23,8 @@ from gateway.http.error_handlers import json_response
 ANONYMOUS = "anonymous"
 # Routes that need a key; the page, /health, /metrics and the docs do not, and an unknown path
 # answers 404 as it is.
-KEYED_PREFIXES = ("/process", "/jobs/", "/batches", "/models")
+KEYED_PATHS = frozenset({"/process", "/batches", "/models"})
+KEYED_PREFIXES = ("/jobs/", "/batches/")
 
 
 def owner_id(api_key: str) -> str:
@@ -142,7 +143,7 @@ class RateLimiter:
 
 
 def needs_key(path: str) -> bool:
-    return path == "/batches" or path.startswith(KEYED_PREFIXES)
+    return path.rstrip("/") in KEYED_PATHS or path.startswith(KEYED_PREFIXES)
 
 
 class AccessGate:

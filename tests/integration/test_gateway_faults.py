@@ -185,8 +185,10 @@ def test_with_two_triton_urls_edits_go_to_the_one_that_answers(triton_server: Tr
         running_gateway([dead, triton_server.grpc_url], "classic_edit") as gw,
         gw.client() as client,
     ):
-        health = httpx.get(f"{gw.url}/health").json()
-        assert health["triton"] == {dead: False, triton_server.grpc_url: True}
+        health = httpx.get(f"{gw.url}/health", headers={"Authorization": f"Bearer {KEY_A}"})
+        assert health.json()["triton"] == {dead: False, triton_server.grpc_url: True}
+        anonymous = httpx.get(f"{gw.url}/health").json()  # the hosts only to a key
+        assert anonymous["triton"] == {"triton-1": False, "triton-2": True}
         for _ in range(3):
             assert client.edit(images.png_bytes(), "invert", model="classic_edit").image
 
