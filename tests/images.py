@@ -11,6 +11,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms
 
+# The files that cost far more to decode than to send are the benchmarks' inputs too.
+from benchmarks.inputs import flat_webp, jpeg_with_scans
+
+__all__ = ["flat_webp", "jpeg_with_scans"]
+
 RED = (255, 0, 0)
 MARK = 8  # side of the marked corner block, large enough to survive JPEG compression
 POLYGLOT_PAYLOAD = b"<html><body><script>alert('polyglot')</script></body></html>"
@@ -179,55 +184,9 @@ def image_bytes(width: int, height: int, fmt: str = "PNG") -> bytes:
 
 
 @functools.cache
-def flat_webp(width: int = 4096, height: int = 4096) -> bytes:
-    """One flat colour as a lossless WebP: 706 bytes for 4096 x 4096, which decode to 64 MiB."""
-    return encode(Image.new("RGB", (width, height), (200, 30, 30)), "WEBP", lossless=True)
-
-
 def progressive_jpeg(width: int = 64, height: int = 48, **save_args: Any) -> bytes:
     """A progressive JPEG as libjpeg writes it: ten scans for a colour image."""
     return jpeg_bytes(width, height, progressive=True, **save_args)
-
-
-def _bits_to_entropy_bytes(bits: str) -> bytes:
-    """Pad a bit string with ones to whole bytes; stuff a zero after every 0xFF (T.81 F.1.2.3)."""
-    bits += "1" * (-len(bits) % 8)
-    raw = int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
-    return raw.replace(b"\xff", b"\xff\x00")
-
-
-def _eob_runs(blocks: int) -> str:
-    """Huffman-coded end-of-band runs that skip `blocks` blocks (T.81 G.1.2.2), with the code
-    of _EOB_TABLE: symbol r << 4 (a run of 2**r + r extra bits) is the 4-bit code r."""
-    bits = []
-    while blocks:
-        r = min(14, blocks.bit_length() - 1)
-        run = min(blocks, (1 << (r + 1)) - 1)
-        bits.append(format(r, "04b") + (format(run - (1 << r), f"0{r}b") if r else ""))
-        blocks -= run
-    return "".join(bits)
-
-
-# An AC Huffman table (class 1, id 0) holding the fifteen end-of-band run symbols, all 4 bits long.
-_EOB_TABLE = bytes([0x10]) + bytes([0, 0, 0, 15] + [0] * 12) + bytes(r << 4 for r in range(15))
-
-
-def jpeg_with_scans(scans: int, width: int = 256, height: int = 256) -> bytes:
-    """A valid progressive JPEG of exactly `scans` scans: libjpeg's ten, then empty luma scans.
-
-    Each added scan is a first AC pass over the luma in which every block ends at once (one
-    end-of-band run), so the pixels stay the same, but a decoder walks every block once per scan:
-    the decode time grows with scans x blocks from a file that grows by a few bytes a scan.
-    """
-    base = encode(Image.new("RGB", (width, height), (90, 120, 200)), "JPEG", progressive=True)
-    extra = scans - base.count(b"\xff\xda")  # entropy-coded data never holds FF DA (stuffing)
-    if extra < 0:
-        raise ValueError(f"a progressive JPEG from libjpeg already has more than {scans} scans")
-    blocks = -(-width // 8) * -(-height // 8)  # the luma's 8x8 blocks, in a single-component scan
-    header = b"\xff\xda" + struct.pack(">HB2B3B", 8, 1, 1, 0x00, 1, 63, 0x00)  # Y, AC 1..63
-    scan = header + _bits_to_entropy_bytes(_eob_runs(blocks))
-    dht = b"\xff\xc4" + struct.pack(">H", 2 + len(_EOB_TABLE)) + _EOB_TABLE
-    return base[:-2] + dht + scan * extra + b"\xff\xd9"
 
 
 def png_with_chunks(*chunks: tuple[bytes, bytes], data: bytes | None = None) -> bytes:

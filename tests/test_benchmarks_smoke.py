@@ -193,3 +193,17 @@ def test_soak_smoke_kills_a_replica_and_loses_no_job(tmp_path: Path) -> None:
     assert result["killed_at_s"] > 0
     assert set(result["survivor_rss_kib"]) == {"start", "end"}
     assert result["redis_used_memory_bytes"]["end"] > 0
+
+
+def test_hostile_smoke_runs_every_phase_on_both_stores(
+    triton_server: TritonServer, tmp_path: Path
+) -> None:
+    run_benchmark("hostile", tmp_path, "--smoke", "--triton-url", triton_server.grpc_url)
+    data = saved(tmp_path, "hostile")
+    figures = data["result"]["figures"]
+    for store in ("memory", "redis"):
+        followers = figures[store]["followers"]
+        assert followers["saw_the_end"] == followers["followers"] == 20
+        assert set(figures[store]["tiny_webp"]["answers"]) <= {"202", "413", "422"}
+        assert figures[store]["scan_bomb"]["codes"] == ["image_too_complex"] * 2
+    assert data["result"]["goals_met"]["metrics_series_unchanged"] is True
