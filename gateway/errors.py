@@ -70,6 +70,14 @@ class ErrorCode(str, Enum):
     INVALID_INSTRUCTION = "invalid_instruction", 422, "classic_edit cannot do this instruction"
     UNKNOWN_INSTRUCTION = "unknown_instruction", 422, "classic_edit does not know the instruction"
     TOO_MANY_OPERATIONS = "too_many_operations", 422, "classic_edit takes fewer operations"
+    INVALID_MASK = "invalid_mask", 422, "the mask part is not a JPEG, PNG or WebP image"
+    MASK_SIZE_MISMATCH = (
+        "mask_size_mismatch",
+        422,
+        "the mask has another size than the (first) image, after EXIF orientation",
+    )
+    MASK_EMPTY = "mask_empty", 422, "the mask marks nothing to edit"
+    REGION_OUTSIDE_IMAGE = "region_outside_image", 422, "the region is not inside the image"
     INVALID_CALLBACK_URL = "invalid_callback_url", 422, "callback_url is not an http(s) URL"
     CALLBACK_NOT_ALLOWED = "callback_not_allowed", 422, "the callback host is not allowlisted"
     IDEMPOTENCY_KEY_REUSED = (

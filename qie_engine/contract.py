@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # Input tensor names.
 INPUT_IMAGES = "IMAGES"
@@ -15,6 +15,7 @@ INPUT_PROMPT = "PROMPT"
 INPUT_NEGATIVE_PROMPT = "NEGATIVE_PROMPT"
 INPUT_OPTIONS = "OPTIONS"
 INPUT_DESCRIBE = "DESCRIBE"
+INPUT_MASK = "MASK"
 # Output tensor names.
 OUTPUT_EVENT = "EVENT"
 OUTPUT_IMAGE = "IMAGE"
@@ -49,6 +50,13 @@ INPUTS = (
     TensorSpec(INPUT_NEGATIVE_PROMPT, "TYPE_STRING", (1,), "what to steer away from", True),
     TensorSpec(INPUT_OPTIONS, "TYPE_STRING", (1,), "JSON EditOptions (preset, steps, ...)", True),
     TensorSpec(INPUT_DESCRIBE, "TYPE_BOOL", (1,), "answer with the model's facts only", True),
+    TensorSpec(
+        INPUT_MASK,
+        "TYPE_STRING",
+        (1,),
+        "encoded mask of the first image's size: white (or opaque) edits, black keeps",
+        True,
+    ),
 )
 OUTPUTS = (
     TensorSpec(OUTPUT_EVENT, "TYPE_STRING", (1,), "JSON progress or the result's metadata"),
@@ -90,6 +98,14 @@ class OutputFormat(str, Enum):
     JPEG = "jpeg"
 
 
+class OutputSize(str, Enum):
+    MODEL = "model"
+    INPUT = "input"
+
+
+Pixels = Annotated[int, Field(ge=0, le=65535, strict=True)]
+
+
 class Preset(str, Enum):
     FAST = "fast"
     BALANCED = "balanced"
@@ -122,6 +138,39 @@ class EditOptions(BaseModel):
     height: Annotated[int, Field(ge=64, le=2048, strict=True)] | None = Field(
         None, description="Output height, rounded down to a multiple of 16."
     )
+    region: tuple[Pixels, Pixels, Pixels, Pixels] | None = Field(
+        None,
+        description="x, y, width, height: edit only this rectangle of the (first) image, in its "
+        "pixels after EXIF orientation; the rest is kept as it is, at full resolution. A "
+        "rectangle MASK, for clients that cannot draw one.",
+    )
+    mask_padding: Annotated[int, Field(ge=0, le=4096, strict=True)] | None = Field(
+        None,
+        description="Context kept around the mask's box for the model to see, in the input's "
+        "pixels; by default a quarter of the box's longer side, at least 32.",
+    )
+    mask_feather: Annotated[int, Field(ge=0, le=512, strict=True)] | None = Field(
+        None,
+        description="Width of the blend at the mask's edge, in the input's pixels; by default "
+        "1 % of the image's shorter side, at least 4.",
+    )
+    output_size: OutputSize = Field(
+        OutputSize.MODEL,
+        description="model: the size the model edits at (about 1 MP for Qwen); input: the "
+        "result resized to the input's size. A masked or region edit always keeps the input's.",
+    )
+
+    @model_validator(mode="after")
+    def _one_size(self) -> EditOptions:
+        if self.region is not None and (self.region[2] < 1 or self.region[3] < 1):
+            raise ValueError("region: width and height must be at least 1")
+        sized = self.width is not None or self.height is not None
+        if sized and (self.region is not None or self.output_size is OutputSize.INPUT):
+            raise ValueError(
+                "width and height give the model's output size; they cannot be combined with a "
+                "region or output_size=input, which keep the input's size"
+            )
+        return self
 
 
 class ProgressEvent(BaseModel):
@@ -130,6 +179,17 @@ class ProgressEvent(BaseModel):
     total: int
     elapsed_s: float
     message: str = ""
+
+
+class LocalEdit(BaseModel):
+    """How a masked (or region) edit ran: the part of the image the model saw, and at what size."""
+
+    crop: tuple[int, int, int, int] = Field(
+        description="x, y, width, height of the crop in the input's pixels (after EXIF orientation)"
+    )
+    working_size: tuple[int, int] = Field(description="width, height the model edited the crop at")
+    padding: int = Field(description="context kept around the mask's box, in the input's pixels")
+    feather: int = Field(description="width of the blend at the mask's edge, in the input's pixels")
 
 
 class ResultMeta(BaseModel):
@@ -150,6 +210,9 @@ class ResultMeta(BaseModel):
     preset: Preset | None = Field(None, description="The preset the edit ran (Qwen models).")
     cached_steps: int = Field(
         0, description="Denoising steps served from the step cache instead of a full pass."
+    )
+    local: LocalEdit | None = Field(
+        None, description="A masked or region edit: the crop and the size the model saw."
     )
 
 
