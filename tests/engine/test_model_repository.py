@@ -29,6 +29,7 @@ CONTRACT_INPUTS = [
     {"name": "NEGATIVE_PROMPT", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
     {"name": "OPTIONS", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
     {"name": "DESCRIBE", "data_type": "TYPE_BOOL", "dims": [1], "optional": True},
+    {"name": "MASK", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
 ]
 CONTRACT_OUTPUTS = [
     {"name": "EVENT", "data_type": "TYPE_STRING", "dims": [1]},
