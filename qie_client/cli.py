@@ -28,8 +28,30 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "width",
         "height",
         "timeout",
+        "mask_padding",
+        "mask_feather",
+        "output_size",
     )
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _local(args: argparse.Namespace) -> dict[str, Any]:
+    """A local edit's mask file or region rectangle, as the client takes them."""
+    fields: dict[str, Any] = {}
+    if args.mask:
+        fields["mask"] = Path(args.mask)
+    if args.region:
+        fields["region"] = args.region
+    return fields
+
+
+def region(text: str) -> tuple[int, int, int, int]:
+    """x,y,w,h in the image's pixels."""
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"--region takes x,y,width,height; got {text!r}")
+    x, y, w, h = (int(p) for p in parts)
+    return x, y, w, h
 
 
 def _output_path(args: argparse.Namespace) -> Path:
@@ -42,14 +64,15 @@ def _output_path(args: argparse.Namespace) -> Path:
 
 def _edit(client: QieClient, args: argparse.Namespace) -> int:
     options = _options(args)
+    local = _local(args)
     if args.sync:
-        result = client.edit(args.images, args.prompt, model=args.model, options=options)
+        result = client.edit(args.images, args.prompt, model=args.model, options=options, **local)
         out = _output_path(args)
         out.write_bytes(result.image)
         size = f"{result.width}x{result.height}"
         print(f"saved {out} ({size}, {result.model}, {result.processing_time:.2f}s)")
         return 0
-    job_id = client.submit(args.images, args.prompt, model=args.model, options=options)
+    job_id = client.submit(args.images, args.prompt, model=args.model, options=options, **local)
     if args.run_async:
         print(job_id)
         return 0
@@ -165,6 +188,7 @@ def _batch(client: QieClient, args: argparse.Namespace) -> int:
         model=args.model,
         negative_prompt=args.negative_prompt,
         options=_options(args),
+        **_local(args),
     )
     batch_id = accepted["batch_id"]
     print(f"batch {batch_id}: {accepted['total']} edits", file=sys.stderr)
@@ -196,6 +220,16 @@ def _add_edit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
     parser.add_argument("--timeout", type=float, help="deadline in seconds")
+    parser.add_argument(
+        "--output-size", choices=["model", "input"], help="input: the result at the input's size"
+    )
+    local = parser.add_mutually_exclusive_group()
+    local.add_argument("--mask", help="edit only where this mask is white (the image's size)")
+    local.add_argument(
+        "--region", type=region, help="edit only this rectangle: x,y,width,height in pixels"
+    )
+    parser.add_argument("--mask-padding", type=int, help="context around the mask's box, pixels")
+    parser.add_argument("--mask-feather", type=int, help="blend width at the mask's edge, pixels")
 
 
 def _add_batch_command(commands: Any) -> None:

@@ -22,6 +22,10 @@ class EditFields(TypedDict, total=False):
     negative_prompt: str | None
     options: dict[str, Any] | None
     callback_url: str | None
+    # A local edit: a mask of the (first) image's size (white edits, black keeps), or a
+    # rectangle (x, y, width, height) in its pixels. Only that part changes, at full resolution.
+    mask: ImageInput | None
+    region: Sequence[int] | None
 
 
 class BatchFields(TypedDict, total=False):
@@ -39,6 +43,9 @@ class BatchFields(TypedDict, total=False):
     width: int | None
     height: int | None
     timeout: float | None
+    # Variations of one image as a local edit: its mask, or a region (x, y, width, height).
+    mask: ImageInput | None
+    region: Sequence[int] | None
 
 
 class QieError(Exception):
@@ -107,6 +114,15 @@ def _read(image: ImageInput) -> tuple[str, bytes]:
     return path.name, path.read_bytes()
 
 
+def _local_parts(fields: dict[str, Any]) -> list[tuple[str, tuple[str, bytes]]]:
+    """Take a local edit's mask (a file part) and region (an "x,y,w,h" field) out of `fields`."""
+    mask: ImageInput | None = fields.pop("mask", None)
+    region: Sequence[int] | None = fields.pop("region", None)
+    if region is not None:
+        fields["region"] = ",".join(str(int(n)) for n in region)
+    return [("mask", _read(mask))] if mask is not None else []
+
+
 def _form_data(prompt: str, fields: Mapping[str, Any]) -> dict[str, str]:
     """The text parts of a form: options as JSON, the others as text; None and empty are left
     out (a seed of 0 is kept)."""
@@ -156,8 +172,9 @@ class QieClient:
         many: Sequence[ImageInput] = (
             images if isinstance(images, (list, tuple)) else [images]  # type: ignore[list-item]
         )
-        files = [("image", _read(img)) for img in many]
-        return {"files": files, "data": _form_data(prompt, fields)}
+        text: dict[str, Any] = dict(fields)
+        files = [("image", _read(img)) for img in many] + _local_parts(text)
+        return {"files": files, "data": _form_data(prompt, text)}
 
     def edit(
         self, images: ImageInput | Sequence[ImageInput], prompt: str, **fields: Unpack[EditFields]
@@ -165,7 +182,8 @@ class QieClient:
         """One blocking POST /process; returns the edited image and its metadata.
 
         Asks for the raw image (metadata in X-* headers), which spares both sides the base64 and
-        JSON of the seed's response format. Keywords: model, negative_prompt, options.
+        JSON of the seed's response format. Keywords: model, negative_prompt, options, and for
+        a local edit mask or region.
         """
         form = self._form(images, prompt, fields)
         response = self.http.post("/process", headers={"Accept": "image/*"}, **form)
@@ -272,8 +290,9 @@ class QieClient:
 
         An image the gateway cannot read fails its own item only (see batch()).
         """
-        files = [("images", _read(image)) for image in images]
-        data = _form_data(prompt, {**fields, "variations": variations})
+        text: dict[str, Any] = {**fields, "variations": variations}
+        files = [("images", _read(image)) for image in images] + _local_parts(text)
+        data = _form_data(prompt, text)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = self.http.post("/batches", headers=headers, files=files, data=data)
         _raise_for_error(response)

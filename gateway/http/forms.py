@@ -174,7 +174,8 @@ def request_hash(sub: Submission) -> str:
         sub.callback_url or "",
         sub.image_id or "",
     )
-    for part in (*parts, *(hashlib.sha256(i).hexdigest() for i in request.images)):
+    files = [*request.images, *([request.mask] if request.mask is not None else [])]
+    for part in (*parts, *(hashlib.sha256(data).hexdigest() for data in files)):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
 

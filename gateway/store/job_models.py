@@ -84,6 +84,7 @@ class EditInputs:
     negative_prompt: str | None
     options_json: str
     request_id: str
+    mask: bytes | None = None  # the first image's mask, as uploaded (a local edit)
 
 
 class IdempotencyConflict(Exception):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.store.job_models import EditInputs, Job, JobEvent
@@ -32,7 +33,12 @@ def decode_events(entries: Sequence[Any]) -> list[JobEvent]:
     ]
 
 
-def request_items(request: EditInputs) -> list[bytes | str]:
+BLOB = "blob:"
+
+
+def request_items(request: EditInputs) -> tuple[list[bytes | str], dict[str, bytes]]:
+    """The edit as a request hash's field, value, ... (each file as a reference to its blob),
+    and the blobs by their digest: a file several jobs share is stored once."""
     items: list[bytes | str] = [
         "model", request.model,
         "prompt", request.prompt,
@@ -40,18 +46,41 @@ def request_items(request: EditInputs) -> list[bytes | str]:
         "options_json", request.options_json,
         "request_id", request.request_id,
     ]  # fmt: skip
-    for index, image in enumerate(request.images):
-        items += [f"image:{index}", image]
-    return items
+    blobs: dict[str, bytes] = {}
+    files = [(f"image:{i}", image) for i, image in enumerate(request.images)]
+    if request.mask is not None:
+        files.append(("mask", request.mask))
+    for name, data in files:
+        digest = hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        items += [name, BLOB + digest]
+    return items, blobs
 
 
-def decode_request(values: dict[bytes, bytes]) -> EditInputs:
+def blob_digests(values: Mapping[bytes, bytes]) -> list[str]:
+    """The blobs a stored request refers to."""
+    return [text(v).removeprefix(BLOB) for v in values.values() if v.startswith(BLOB.encode())]
+
+
+def decode_request(
+    values: Mapping[bytes, bytes], blobs: Mapping[str, bytes | None]
+) -> EditInputs | None:
+    """The edit, its files read from their blobs; None when a blob is gone (expired)."""
+
+    def file(value: bytes) -> bytes | None:
+        return blobs.get(text(value).removeprefix(BLOB))
+
     images = sorted((k for k in values if k.startswith(b"image:")), key=lambda k: int(k[6:]))
+    contents = [file(values[k]) for k in images]
+    mask = file(values[b"mask"]) if b"mask" in values else None
+    if any(c is None for c in contents) or (b"mask" in values and mask is None):
+        return None
     return EditInputs(
         model=text(values[b"model"]),
-        images=[values[k] for k in images],
+        images=[c for c in contents if c is not None],
         prompt=text(values[b"prompt"]),
         negative_prompt=text(values[b"negative_prompt"]) or None,
         options_json=text(values[b"options_json"]),
         request_id=text(values[b"request_id"]),
+        mask=mask,
     )

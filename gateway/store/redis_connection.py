@@ -3,7 +3,11 @@
 Keys (prefix "qie:"); a job's keys carry its TTL, refreshed on each write to the job:
   qie:job:<id>               hash: one JSON value per Job field, plus _entry and _idem (raw)
   qie:job:<id>:events        stream; entry ids are "<n>-0", n = 1, 2, ... (the SSE event id)
-  qie:job:<id>:request       hash: the edit (prompt, options, image:0 ...), until it finishes
+  qie:job:<id>:request       hash: the edit (prompt, options, image:0 ... as blob:<sha256>
+                             references), until it finishes
+  qie:blob:<sha256>          string: one upload's bytes, stored once however many jobs edit it
+                             (a batch's variations), deleted when the last of them finishes
+  qie:blob:<sha256>:refs     string: how many unfinished jobs refer to it
   qie:job:<id>:result        string: the edited image bytes
   qie:job:<id>:control       stream: a cancel request, read by the runner with a blocking read
   qie:idem:<owner>:<sha256>  string: the job id an Idempotency-Key named (key hashed: bounded)
@@ -126,6 +130,12 @@ class RedisKeys:
 
     def control(self, job_id: str) -> str:
         return f"{self.job(job_id)}:control"
+
+    def blob(self, digest: str) -> str:
+        return f"{self.prefix}blob:{digest}"
+
+    def blob_refs(self, digest: str) -> str:
+        return f"{self.blob(digest)}:refs"
 
     def idempotency(self, owner: str, key: str) -> str:
         return f"{self.prefix}idem:{owner}:{hashlib.sha256(key.encode()).hexdigest()}"

@@ -25,7 +25,13 @@ from gateway.store.job_models import (
 )
 from gateway.store.job_store import JobGone, NewJob, QueueFull, Room
 from gateway.store.memory_store import DEFAULT_RESULT_TTL_S, DEFAULT_TTL_S
-from gateway.store.redis_codec import decode_events, decode_job, decode_request, request_items
+from gateway.store.redis_codec import (
+    blob_digests,
+    decode_events,
+    decode_job,
+    decode_request,
+    request_items,
+)
 from gateway.store.redis_connection import GROUP, RedisKeys, reachable, script, sibling, text
 from gateway.store.redis_events import RECHECK_S, RedisEventHub
 
@@ -76,19 +82,26 @@ class RedisJobStore:
         self, entries: Sequence[NewJob], room: Room | None
     ) -> tuple[list[str], list[Any]]:
         k, model = self.keys, entries[0].job.model
+        requests = [request_items(e.request) if e.request else ([], {}) for e in entries]
+        blobs: dict[str, bytes] = {}
+        for _, files in requests:
+            blobs.update(files)
+        index = {digest: i for i, digest in enumerate(blobs, start=1)}
         keys = [k.queue(model), k.slots(model)]
+        keys += [key for d in blobs for key in (k.blob(d), k.blob_refs(d))]
         args: list[Any] = [self.ttl_s, GROUP, self.replica, self.hub.channel]
         args += [room.max_depth, room.limit] if room else [NO_ROOM_CHECK, 0]
-        args.append(len(entries))
-        for job, event, request in ((e.job, e.event, e.request) for e in entries):
+        args += [len(entries), len(blobs), *blobs.values()]
+        for entry, (edit, files) in zip(entries, requests, strict=True):
+            job = entry.job
             keys += [k.job(job.id), k.events(job.id), k.request(job.id)]
             if job.idempotency_key is not None:
                 keys.append(k.idempotency(job.owner, job.idempotency_key))
             values = [item for name in FIELD_TYPES for item in (name, encode(getattr(job, name)))]
-            edit = [] if request is None else request_items(request)
-            args += [job.id, "record" if request is None else "queue", event.event]
-            args += [encode(event.data), int(job.idempotency_key is not None)]
+            args += [job.id, "record" if entry.request is None else "queue", entry.event.event]
+            args += [encode(entry.event.data), int(job.idempotency_key is not None)]
             args += [len(values), *values, len(edit), *edit]
+            args += [len(files), *(index[d] for d in files)]
         return keys, args
 
     async def _answered(
@@ -134,8 +147,13 @@ class RedisJobStore:
 
     async def get_request(self, job_id: str) -> EditInputs | None:
         with reachable():
-            values = await self.redis.hgetall(self.keys.request(job_id))
-        return decode_request(cast(dict[bytes, bytes], values)) if values else None
+            values = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.request(job_id)))
+            digests = blob_digests(values)
+            found = await self.redis.mget([self.keys.blob(d) for d in digests]) if digests else []
+        blobs = {d: cast("bytes | None", data) for d, data in zip(digests, found, strict=True)}
+        if not values:
+            return None
+        return decode_request(values, blobs)
 
     async def apply(
         self,
@@ -152,6 +170,7 @@ class RedisJobStore:
             "result_ttl": self.result_ttl_s,
             "job": job_id,
             "channel": self.hub.channel,
+            "blob_prefix": self.keys.blob(""),
             "expect": {
                 name: [encode(checked_fields({name: v})[name]) for v in values]
                 for name, values in (expect or {}).items()

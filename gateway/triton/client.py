@@ -28,6 +28,7 @@ from gateway.store.job_models import EditInputs
 from qie_engine.contract import (
     INPUT_DESCRIBE,
     INPUT_IMAGES,
+    INPUT_MASK,
     INPUT_NEGATIVE_PROMPT,
     INPUT_OPTIONS,
     INPUT_PROMPT,
@@ -141,6 +142,8 @@ def build_inputs(call: EditInputs) -> list[InferInput]:
     ]
     if call.negative_prompt:
         inputs.append(_bytes_input(INPUT_NEGATIVE_PROMPT, [call.negative_prompt.encode()]))
+    if call.mask is not None:
+        inputs.append(_bytes_input(INPUT_MASK, [call.mask]))
     return inputs
 
 

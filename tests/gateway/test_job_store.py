@@ -29,7 +29,7 @@ from gateway.store.job_models import (
     NewEvent,
     new_job_id,
 )
-from gateway.store.job_store import BatchStore, JobGone, JobQueue, JobStore
+from gateway.store.job_store import BatchStore, JobGone, JobQueue, JobStore, NewJob
 from gateway.store.memory_batches import MemoryBatchStore
 from gateway.store.memory_queue import MemoryJobQueue
 from gateway.store.memory_store import MemoryJobStore
@@ -852,6 +852,8 @@ async def test_every_redis_key_of_a_job_carries_the_ttl_and_writes_refresh_it(
 
         keys = sorted([key.decode() async for key in client.scan_iter("*")])
         idem = hashlib.sha256(b"k1").hexdigest()
+        blobs = [hashlib.sha256(data).hexdigest() for data in (IMAGE_BYTES, b"second")]
+        blob_keys = [f"qie:blob:{d}{end}" for d in blobs for end in ("", ":refs")]
         job_keys = [
             f"qie:job:{job.id}",
             f"qie:job:{job.id}:events",
@@ -860,7 +862,9 @@ async def test_every_redis_key_of_a_job_carries_the_ttl_and_writes_refresh_it(
             f"qie:job:{job.id}:control",
             f"qie:idem:owner-a:{idem}",
         ]
-        assert keys == sorted([*job_keys, "qie:queue:classic_edit"])  # nothing else: no index
+        assert keys == sorted([*job_keys, *blob_keys, "qie:queue:classic_edit"])  # no index
+        blob_ttls = [await client.ttl(key) for key in blob_keys]
+        assert all(TTL_S - 60 < ttl <= TTL_S for ttl in blob_ttls), blob_ttls
         result = job_keys.pop(3)
         ttls = {key: await client.ttl(key) for key in job_keys}
         assert all(TTL_S - 60 < ttl <= TTL_S for ttl in ttls.values()), ttls
@@ -873,6 +877,29 @@ async def test_every_redis_key_of_a_job_carries_the_ttl_and_writes_refresh_it(
         refreshed = {key: await client.ttl(key) for key in job_keys}
         assert all(ttl > TTL_S - 60 for ttl in refreshed.values()), refreshed
         assert await client.ttl(result) <= 5  # a result is never kept longer by later writes
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+@async_test
+async def test_redis_stores_an_upload_once_for_every_job_that_edits_it(redis_url: str) -> None:
+    """A batch's variations are one upload edited N times: one copy of its bytes, counted, and
+    gone when the last of those jobs ends."""
+    store = RedisJobStore(connect(redis_url), ttl_s=TTL_S)
+    client = Redis.from_url(redis_url)
+    request = EditInputs("classic_edit", [IMAGE_BYTES], "invert", None, "{}", "r")
+    try:
+        created = await store.create_many([NewJob(make_job(), QUEUED, request) for _ in range(3)])
+        blobs = [key async for key in client.scan_iter("qie:blob:*")]
+        digest = hashlib.sha256(IMAGE_BYTES).hexdigest()
+        assert sorted(blobs) == [f"qie:blob:{digest}".encode(), f"qie:blob:{digest}:refs".encode()]
+        assert int(await client.get(f"qie:blob:{digest}:refs")) == 3
+        for job, _ in created:
+            assert (await store.get_request(job.id)) == request
+        for job, _ in created:
+            await store.apply(job.id, {"status": "cancelled"}, NewEvent("cancelled"))
+        assert [key async for key in client.scan_iter("qie:blob:*")] == []
     finally:
         await client.aclose()
         await store.close()

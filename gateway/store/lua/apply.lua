@@ -1,7 +1,9 @@
 -- Change a job's fields, append its event and store its result, in one write.
 -- KEYS: job, events, result, request, control
--- ARGV[1]: JSON {ttl, result_ttl, job, channel, expect = {field = [encoded values]}, event?,
---          data?, finished, has_result}
+-- ARGV[1]: JSON {ttl, result_ttl, job, channel, blob_prefix, expect = {field = [encoded
+--          values]}, event?, data?, finished, has_result}
+-- A finished job's blob keys (qie:blob:<sha256>) are named by its request, not in KEYS: this
+-- store runs on one Redis, never a cluster.
 -- ARGV[2]: the result bytes (or ''), ARGV[3..]: field, value, ...
 local opts = cjson.decode(ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
@@ -26,7 +28,18 @@ if opts.event then
 end
 -- A result keeps its own, shorter expiry (RESULT_TTL_S): later writes do not extend it.
 if opts.has_result then redis.call('SET', KEYS[3], ARGV[2], 'EX', opts.result_ttl) end
-if opts.finished then redis.call('DEL', KEYS[4]) end
+if opts.finished then
+  -- The edit is of no more use: drop it, and each upload no unfinished job refers to any more.
+  local request = redis.call('HGETALL', KEYS[4])
+  for i = 2, #request, 2 do
+    local digest = string.match(request[i], '^blob:(%x+)$')
+    if digest then
+      local blob = opts.blob_prefix .. digest
+      if redis.call('DECR', blob .. ':refs') <= 0 then redis.call('DEL', blob, blob .. ':refs') end
+    end
+  end
+  redis.call('DEL', KEYS[4])
+end
 for _, i in ipairs({1, 2, 4, 5}) do redis.call('EXPIRE', KEYS[i], opts.ttl) end
 local idem = redis.call('HGET', KEYS[1], '_idem')
 if idem then redis.call('EXPIRE', idem, opts.ttl) end

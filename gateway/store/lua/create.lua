@@ -3,17 +3,26 @@
 -- A job ended before it could queue (mode 'record': a batch item refused at the door) is stored
 -- with its final event alone. A job whose id exists, or whose Idempotency-Key record names
 -- another, is answered with that id and not created.
--- KEYS: queue, slots, then per job: job, events, request, [idempotency record]
+-- The uploads are blobs, each stored once with a count of the unfinished jobs that refer to it
+-- (a batch's variations share one); apply.lua drops a blob when the last of them finishes.
+-- KEYS: queue, slots, then per blob: blob, refs; then per job: job, events, request,
+--       [idempotency record]
 -- ARGV: ttl, group, submitting replica, channel, max depth (-1: no room check), limit, count,
+--       blob count b, b blob datas,
 --       then per job: id, mode ('queue' | 'record'), event name, event data, has record (0|1),
---       n, n job field/value items, m, m request items
+--       n, n job field/value items, m, m request items, r, r blob indexes it refers to
 -- Returns {'full', room left, waiting, running} or {'ok', status, id, status, id, ...} with
 -- each status 'created', 'exists' or 'replayed'.
 local queue, slots = KEYS[1], KEYS[2]
 local ttl, group, replica, channel = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local max_depth, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 
-local jobs, k, a = {}, 3, 8
+local blob_count = tonumber(ARGV[8])
+local blobs = {}
+for i = 1, blob_count do
+  blobs[i] = {key = KEYS[1 + 2 * i], refs = KEYS[2 + 2 * i], data = ARGV[8 + i], count = 0}
+end
+local jobs, k, a = {}, 3 + 2 * blob_count, 9 + blob_count
 for j = 1, tonumber(ARGV[7]) do
   local job = {key = KEYS[k], events = KEYS[k + 1], request = KEYS[k + 2]}
   k = k + 3
@@ -28,6 +37,10 @@ for j = 1, tonumber(ARGV[7]) do
   local m = tonumber(ARGV[a])
   job.edit_first, job.edit_last = a + 1, a + m
   a = a + 1 + m
+  local r = tonumber(ARGV[a])
+  job.blobs = {}
+  for i = 1, r do job.blobs[i] = tonumber(ARGV[a + i]) end
+  a = a + 1 + r
   jobs[j] = job
 end
 
@@ -66,11 +79,21 @@ for j, job in ipairs(jobs) do
       redis.pcall('XGROUP', 'CREATE', queue, group, '0', 'MKSTREAM')
       local entry = redis.call('XADD', queue, '*', 'job', job.id, 'replica', replica)
       redis.call('HSET', job.key, '_entry', entry)
+      for _, i in ipairs(job.blobs) do blobs[i].count = blobs[i].count + 1 end
     end
     redis.call('EXPIRE', job.key, ttl)
     redis.call('EXPIRE', job.events, ttl)
     redis.call('EXPIRE', job.request, ttl)
     answers[j] = {'created', job.id}
+  end
+end
+
+for _, blob in ipairs(blobs) do
+  if blob.count > 0 then
+    redis.call('SET', blob.key, blob.data, 'NX')
+    redis.call('INCRBY', blob.refs, blob.count)
+    redis.call('EXPIRE', blob.key, ttl)
+    redis.call('EXPIRE', blob.refs, ttl)
   end
 end
 
