@@ -154,10 +154,11 @@ class EditOptions(BaseModel):
         description="Width of the blend at the mask's edge, in the input's pixels; by default "
         "1 % of the image's shorter side, at least 4.",
     )
-    output_size: OutputSize = Field(
-        OutputSize.MODEL,
-        description="model: the size the model edits at (about 1 MP for Qwen); input: the "
-        "result resized to the input's size. A masked or region edit always keeps the input's.",
+    output_size: OutputSize | None = Field(
+        None,
+        description="model (the default): the size the model edits at (about 1 MP for Qwen); "
+        "input: the result resized to the input's size. A masked or region edit always keeps "
+        "the input's.",
     )
 
     @model_validator(mode="after")
