@@ -40,6 +40,11 @@ OUTPUT_MIME_TYPES = {
 }
 
 
+# Phones write a JPEG with more pictures behind its end (depth maps, previews: the multi-picture
+# format, MPF), which Pillow opens as MPO. It is a JPEG: its first picture is the photo.
+PILLOW_FORMATS = {"MPO": "JPEG"}
+
+
 def _open(data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
@@ -72,7 +77,7 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
     with _open(data) as img:
         width, height = img.size
         fmt = img.format or ""
-    if fmt != info.format:  # e.g. a JPEG with more pictures behind it, which Pillow calls MPO
+    if PILLOW_FORMATS.get(fmt, fmt) != info.format:
         raise UnsupportedMediaType(f"format {fmt!r} is not accepted")
     check_pixel_count(width, height, limits)
     return replace(info, width=width, height=height)

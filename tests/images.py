@@ -303,3 +303,11 @@ def webp_header_claiming(width: int, height: int) -> bytes:
     bits = struct.unpack_from("<I", data, 21)[0] & ~((1 << 28) - 1)  # keep alpha and version bits
     struct.pack_into("<I", data, 21, bits | (width - 1) | (height - 1) << 14)
     return bytes(data)
+
+
+def phone_mpo(width: int = 64, height: int = 48) -> bytes:
+    """A JPEG with a second picture behind it (MPF), as phones write: the photo comes first."""
+    photo, depth = colourful(width, height), Image.new("RGB", (width, height), (10, 200, 10))
+    buf = io.BytesIO()
+    photo.save(buf, "MPO", save_all=True, append_images=[depth])
+    return buf.getvalue()

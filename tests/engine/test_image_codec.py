@@ -509,3 +509,13 @@ def test_the_decode_budget_grows_with_the_pixels() -> None:
     small = ImageInfo("PNG", 1024, 1024)
     large = ImageInfo("PNG", 4096, 4096)
     assert decode_cost_bytes(large) - decode_cost_bytes(small) >= 8 * (4096**2 - 1024**2)
+
+
+def test_a_phone_jpeg_with_more_pictures_behind_it_is_its_first_picture() -> None:
+    """The multi-picture format (MPF) that phones write: Pillow calls it MPO; it is a JPEG."""
+    data = images.phone_mpo(64, 48)
+    assert check_image(data, ImageLimits()).format == "JPEG"
+    decoded, info = decode_image(data, ImageLimits())
+    assert (info.format, decoded.size) == ("JPEG", (64, 48))
+    _, green, blue = decoded.convert("RGB").getpixel((2, 2))
+    assert blue > green  # the photo (blue in that corner), not the green picture behind it
