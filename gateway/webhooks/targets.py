@@ -265,9 +265,10 @@ class CallbackPolicy:
         return None
 
     def _refusal(self, address: IPAddress, *, exact: bool) -> str | None:
+        if address.is_loopback:  # before the reserved ranges: ::1 lies in ::/8
+            return None if self.allow_loopback else "a loopback address"
         checks = (
             (address in METADATA_ADDRESSES, "a cloud metadata address"),
-            (address.is_loopback and not self.allow_loopback, "a loopback address"),
             (address.is_unspecified, "an unspecified address"),
             (address.is_multicast, "a multicast address"),
             (address.is_link_local, "a link-local address"),
@@ -276,7 +277,7 @@ class CallbackPolicy:
         for refused, why in checks:
             if refused:
                 return why
-        if not address.is_global and not address.is_loopback and not exact:
+        if not address.is_global and not exact:
             return "a private address (only a host listed by its exact name may be private)"
         return None
 

@@ -249,11 +249,16 @@ def test_the_system_resolver_reads_numeric_spellings_as_the_address_itself() -> 
         assert asyncio.run(resolve(spelling, 80)) == ["127.0.0.1"]
 
 
-def test_loopback_is_allowed_only_with_the_local_development_opt_in() -> None:
+@pytest.mark.parametrize(
+    ("entry", "url"),
+    [("127.0.0.1:9", "http://127.0.0.1:9/done"), ("[::1]:9", "http://[::1]:9/done")],
+    ids=["ipv4", "ipv6"],
+)
+def test_loopback_is_allowed_only_with_the_local_development_opt_in(entry: str, url: str) -> None:
     transport = Recorder()
-    policy = CallbackPolicy(["127.0.0.1:9"], allow_loopback=True)
-    assert deliver(policy, "http://127.0.0.1:9/done", transport) is True
-    assert str(transport.requests[0].url) == "http://127.0.0.1:9/done"
+    assert deliver(CallbackPolicy([entry]), url, transport) is False
+    assert deliver(CallbackPolicy([entry], allow_loopback=True), url, transport) is True
+    assert str(transport.requests[0].url) == url
 
 
 def test_a_name_listed_exactly_may_be_private_a_suffix_match_may_not() -> None:

@@ -28,7 +28,7 @@ def test_alerts_and_dashboards_use_only_metrics_that_a_live_scrape_shows(
         # Completed, failed and cancelled jobs, and a reject, so every labelled family has series.
         client.edit(images.png_bytes(), "invert", model="classic_edit")
         client.edit(images.png_bytes(), "x", options={"steps": 2})
-        failing = client.submit(images.png_bytes(), "x", options={"steps": 50, "timeout": 0.5})
+        failing = client.submit(images.png_bytes(), "x", options={"steps": 50, "timeout": 1})
         list(client.events(failing))
         running = client.submit(images.png_bytes(), "x", options={"steps": 50})
         client.cancel(running)
