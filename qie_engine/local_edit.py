@@ -119,9 +119,9 @@ def plan_local_edit(
     if asked is None:
         asked = default_padding(box)
     padding = max(asked, feather_reach(feather))
-    crop = crop_box(box, padding, mask.size)
-    plan = LocalPlan(crop=crop, working_size=(0, 0), padding=padding, feather=feather)
-    return dataclasses.replace(plan, working_size=working_size(plan.crop_size))
+    left, top, right, bottom = crop = crop_box(box, padding, mask.size)
+    working = working_size((right - left, bottom - top))
+    return LocalPlan(crop=crop, working_size=working, padding=padding, feather=feather)
 
 
 # --- the edit and the blend ----------------------------------------------------------------------
