@@ -16,6 +16,7 @@ from typing_extensions import Unpack
 from qie_engine.contract import (
     INPUT_DESCRIBE,
     INPUT_IMAGES,
+    INPUT_MASK,
     INPUT_NEGATIVE_PROMPT,
     INPUT_OPTIONS,
     INPUT_PROMPT,
@@ -51,6 +52,7 @@ def edit_inputs(
     options: Mapping[str, Any] | str | bytes | None = None,
     negative_prompt: str | None = None,
     describe: bool = False,
+    mask: bytes | None = None,
 ) -> list[Any]:
     """The contract's input tensors; None leaves a tensor out of the request."""
     import tritonclient.grpc as grpcclient
@@ -71,6 +73,8 @@ def edit_inputs(
     if options is not None:
         raw = json.dumps(options) if isinstance(options, Mapping) else options
         add_bytes(INPUT_OPTIONS, [raw.encode() if isinstance(raw, str) else raw])
+    if mask is not None:
+        add_bytes(INPUT_MASK, [mask])
     if describe:
         flag = grpcclient.InferInput(INPUT_DESCRIBE, [1], "BOOL")
         flag.set_data_from_numpy(np.array([True]))
@@ -143,6 +147,7 @@ class InputFields(TypedDict, total=False):
     options: Mapping[str, Any] | str | bytes | None
     negative_prompt: str | None
     describe: bool
+    mask: bytes | None
 
 
 def stream_edit(

@@ -59,6 +59,10 @@ class ClassicEditor:
         )
         return EditOutcome(image=image, meta=meta)
 
+    def working_size(self, crop: tuple[int, int]) -> tuple[int, int]:
+        """A local edit's crop is edited as it is: no network, no working size to fit."""
+        return crop
+
     def describe(self) -> dict[str, Any]:
         """Static facts for clients, including the instruction vocabulary."""
         return {

@@ -8,6 +8,7 @@ from PIL import Image
 
 from qie_engine import limits
 from qie_engine.contract import EditOptions, parse_options
+from qie_engine.edit_mask import check_mask_options, request_mask
 from qie_engine.errors import InvalidInput
 from qie_engine.image_codec import ImageInfo, ImageLimits, decode_image
 
@@ -27,6 +28,7 @@ class RawEdit:
     prompt: bytes | str
     negative_prompt: bytes | str | None = None
     options: bytes | str | None = None
+    mask: bytes | None = None
 
 
 @dataclass
@@ -36,6 +38,12 @@ class EditRequest:
     prompt: str
     negative_prompt: str | None
     options: EditOptions
+    # What to edit in the first image (mode "L", its size: 255 edits, 0 keeps), from the MASK
+    # tensor or options.region; None edits the whole image.
+    mask: Image.Image | None = None
+    # A local edit's working size: the first image is its crop, already at this size, and the
+    # result must have it too. None: the editor's own size, from the options.
+    working_size: tuple[int, int] | None = None
 
 
 def check_prompt(prompt: str, max_chars: int, *, name: str = "prompt") -> str:
@@ -81,11 +89,14 @@ def parse_request(raw: RawEdit, limits: RequestLimits) -> EditRequest:
         parsed_options = parse_options(raw.options)
     except ValueError as exc:
         raise InvalidInput(str(exc), code="invalid_options") from None
+    check_mask_options(raw.mask is not None, parsed_options)
     decoded = [decode_image(data, limits.image) for data in images]
+    first = decoded[0][0]
     return EditRequest(
         images=[img for img, _ in decoded],
         image_infos=[info for _, info in decoded],
         prompt=prompt_text,
         negative_prompt=negative,
         options=parsed_options,
+        mask=request_mask(raw.mask, parsed_options, first.size, limits.image),
     )

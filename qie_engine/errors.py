@@ -38,6 +38,24 @@ class ImageTooComplex(InvalidInput):
     code = "image_too_complex"
 
 
+class InvalidMask(InvalidInput):
+    """The MASK is not an image the engine can read (empty, not JPEG/PNG/WebP, damaged)."""
+
+    code = "invalid_mask"
+
+
+class MaskSizeMismatch(InvalidInput):
+    code = "mask_size_mismatch"
+
+
+class MaskEmpty(InvalidInput):
+    code = "mask_empty"
+
+
+class RegionOutsideImage(InvalidInput):
+    code = "region_outside_image"
+
+
 class Cancelled(EngineError):
     """The caller cancelled, disconnected or ran out of time; the run stopped early."""
 

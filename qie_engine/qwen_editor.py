@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
 from PIL import Image
 
 from qie_engine.batched_cfg import batched_cfg
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 _PATCH_LOCK = threading.Lock()
 # The model card's blank negative prompt: diffusers runs true CFG only when one is passed.
 BLANK_NEGATIVE = " "
+# The area both edit pipelines size their output and condition images to (1024 x 1024 pixels).
+MODEL_AREA = 1024 * 1024
 
 
 @contextmanager
@@ -186,6 +189,19 @@ class QwenEditor:
             multiple, height // multiple * multiple
         )
 
+    def working_size(self, crop: tuple[int, int]) -> tuple[int, int]:
+        """The pipeline's own output size for an image of the crop's aspect: MODEL_AREA (the dev
+        model's capped condition area) by diffusers' calculate_dimensions, in the VAE multiple."""
+        area = (
+            MODEL_AREA if self.condition_pixels is None else min(MODEL_AREA, self.condition_pixels)
+        )
+        # Bound at import, so this is diffusers' own function even while a call has it capped.
+        width, height, _ = calculate_dimensions(area, crop[0] / crop[1])
+        multiple = self.pipe.vae_scale_factor * 2
+        return max(multiple, width // multiple * multiple), max(
+            multiple, height // multiple * multiple
+        )
+
     def edit(
         self, request: EditRequest, on_progress: ProgressFn, is_cancelled: CancelledFn
     ) -> EditOutcome:
@@ -196,7 +212,7 @@ class QwenEditor:
         options = request.options
         spec, steps, cfg = self.resolve_generation(options)
         seed = options.seed if options.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        width, height = self.output_size(options, request.images[0])
+        width, height = request.working_size or self.output_size(options, request.images[0])
         negative = request.negative_prompt if request.negative_prompt else BLANK_NEGATIVE
         started = time.perf_counter()
 

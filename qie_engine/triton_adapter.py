@@ -16,6 +16,7 @@ import numpy as np
 from qie_engine.contract import (
     INPUT_DESCRIBE,
     INPUT_IMAGES,
+    INPUT_MASK,
     INPUT_NEGATIVE_PROMPT,
     INPUT_OPTIONS,
     INPUT_PROMPT,
@@ -170,6 +171,7 @@ class RequestAdapter:
             prompt=prompt,
             negative_prompt=self._single(request, INPUT_NEGATIVE_PROMPT),
             options=self._single(request, INPUT_OPTIONS),
+            mask=self._single(request, INPUT_MASK),
         )
 
         def stop_now() -> bool:

@@ -9,7 +9,7 @@ import zlib
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageDraw
 
 # The files that cost far more to decode than to send are the benchmarks' inputs too.
 from benchmarks.inputs import flat_webp, jpeg_with_scans
@@ -311,3 +311,41 @@ def phone_mpo(width: int = 64, height: int = 48) -> bytes:
     buf = io.BytesIO()
     photo.save(buf, "MPO", save_all=True, append_images=[depth])
     return buf.getvalue()
+
+
+# --- masks and phone-sized photos for local edits -----------------------------------------------
+
+
+@functools.cache
+def phone_photo_png(width: int = 4000, height: int = 3000) -> bytes:
+    """A 12 MP colourful PNG, the size of a phone photo (made once a session: ~1.5 s)."""
+    return png_bytes(width, height)
+
+
+def rectangle_mask(
+    size: tuple[int, int], box: tuple[int, int, int, int], *, value: int = 255
+) -> Image.Image:
+    """A mode "L" mask, black with the (left, top, right, bottom) box at `value`."""
+    mask = Image.new("L", size, 0)
+    mask.paste(value, box)
+    return mask
+
+
+def mask_png(size: tuple[int, int], box: tuple[int, int, int, int], *, value: int = 255) -> bytes:
+    """A greyscale PNG mask: black (keep), the box at `value` (255 edits, grey blends)."""
+    return encode(rectangle_mask(size, box, value=value), "PNG")
+
+
+def alpha_mask_png(size: tuple[int, int], box: tuple[int, int, int, int]) -> bytes:
+    """An RGBA PNG mask: transparent (keep) with the box opaque, painted black, so that only
+    its alpha says what to edit (its luminance would say keep everything)."""
+    mask = Image.new("RGBA", size, (255, 255, 255, 0))
+    mask.paste((0, 0, 0, 255), box)
+    return encode(mask, "PNG")
+
+
+def painted_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
+    """A mode "L" mask with a white ellipse in the box, as a brush stroke would leave it."""
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).ellipse(box, fill=255)
+    return mask

@@ -354,6 +354,43 @@ def test_error_message_prefixes_the_stable_code() -> None:
     assert error_message(Cancelled("stopped")) == "[cancelled] stopped"
 
 
+def test_a_mask_tensor_reaches_the_edit_which_keeps_the_rest_of_the_image() -> None:
+    data = images.png_bytes(120, 90)
+    inputs = {
+        **edit_inputs("make it black and white", data, mask_feather=0),
+        "MASK": strings(images.mask_png((120, 90), (40, 30, 80, 60))),
+    }
+    final = serve(FakeRequest(inputs))[-1][0]
+    assert final.error is None
+    assert final.event["local"]["crop"] == [8, 0, 104, 90]
+    image_tensor = final.output("IMAGE")
+    assert image_tensor is not None
+    out = np.asarray(images.decode(bytes(image_tensor[0])).convert("RGB")).astype(int)
+    original = np.asarray(images.decode(data).convert("RGB")).astype(int)
+    assert out.shape == (90, 120, 3)
+    assert (out[30:60, 40:80, 0] == out[30:60, 40:80, 1]).all()
+    assert (out[:30] == original[:30]).all()
+    assert (out[:, :40] == original[:, :40]).all()
+
+
+@pytest.mark.parametrize(
+    ("mask", "code"),
+    [
+        (b"not an image", "invalid_mask"),
+        (images.mask_png((32, 24), (0, 0, 8, 8)), "mask_size_mismatch"),
+        (images.mask_png((64, 48), (0, 0, 0, 0)), "mask_empty"),
+    ],
+    ids=["not-an-image", "wrong-size", "all-black"],
+)
+def test_a_bad_mask_tensor_is_an_invalid_arg_error_carrying_its_code(
+    mask: bytes, code: str
+) -> None:
+    inputs = {**edit_inputs("invert", images.png_bytes(64, 48)), "MASK": strings(mask)}
+    error = final_error(serve(FakeRequest(inputs)))
+    assert error.code == FakeTritonError.INVALID_ARG
+    assert error.message().startswith(f"[{code}] ")
+
+
 def test_describe_tells_the_steps_run_and_how_requests_ended() -> None:
     adapter = RequestAdapter(ClassicEditor(), FakePbUtils)
     for request in (

@@ -14,6 +14,7 @@ from dev_stack.processes import ROOT
 from dev_stack.triton import SHM_DIR, TritonServer
 from dev_stack.triton_stream import EditStream, StreamResult, edit_inputs, stream_edit
 from qie_engine import contract
+from qie_engine.local_edit import feather_reach
 from tests import images
 from tests.model_metrics import model_counts, steps_until_cancelled
 
@@ -189,6 +190,53 @@ def test_bad_request_gets_a_coded_error_and_the_instance_keeps_serving(
         assert good.image is not None
     else:
         assert_good_qwen_edit(triton_server)
+
+
+def test_classic_edit_with_a_mask_changes_only_the_mask_bit_for_bit_elsewhere(
+    triton_server: TritonServer,
+) -> None:
+    data = images.png_bytes(320, 240)
+    left, top, right, bottom = 100, 80, 220, 160
+    mask = images.mask_png((320, 240), (left, top, right, bottom))
+    result = stream_edit(
+        triton_server.grpc_url, CLASSIC, [data], "make it black and white", mask=mask
+    )
+    assert result.error is None, result.error
+    assert result.final_meta is not None
+    local = result.final_meta["local"]
+    assert local["crop"] == [left - 32, top - 32, right - left + 64, bottom - top + 64]
+    assert (result.final_meta["width"], result.final_meta["height"]) == (320, 240)
+    assert result.image is not None
+    out = np.asarray(images.decode(result.image).convert("RGB")).astype(int)
+    original = np.asarray(images.decode(data).convert("RGB")).astype(int)
+    reach = feather_reach(local["feather"])
+    inside = out[top + reach : bottom - reach, left + reach : right - reach]
+    assert (inside[..., 0] == inside[..., 1]).all()
+    assert (inside[..., 1] == inside[..., 2]).all()
+    kept = np.ones((240, 320), dtype=bool)
+    kept[top - reach : bottom + reach, left - reach : right + reach] = False
+    assert (out[kept] == original[kept]).all()
+    assert (out[~kept] != original[~kept]).any()
+
+
+@pytest.mark.parametrize(
+    ("mask", "code"),
+    [
+        (b"I am text", "invalid_mask"),
+        (images.mask_png((32, 24), (0, 0, 8, 8)), "mask_size_mismatch"),
+    ],
+    ids=["not-an-image", "wrong-size"],
+)
+def test_a_bad_mask_gets_its_code_and_the_instance_keeps_serving(
+    triton_server: TritonServer, mask: bytes, code: str
+) -> None:
+    result = stream_edit(
+        triton_server.grpc_url, CLASSIC, [images.png_bytes(64, 48)], "invert", mask=mask
+    )
+    assert result.image is None
+    assert result.error_code == code, result.error
+    good = stream_edit(triton_server.grpc_url, CLASSIC, [images.png_bytes()], "invert")
+    assert good.error is None, good.error
 
 
 def test_two_concurrent_streams_both_finish_with_their_own_results(
