@@ -6,6 +6,9 @@ Every refusal here is an InvalidInput with its own code (qie_engine.errors).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from PIL import Image
 
 from qie_engine.contract import EditOptions
@@ -18,7 +21,7 @@ from qie_engine.errors import (
     RegionOutsideImage,
     UnsupportedMediaType,
 )
-from qie_engine.image_codec import ImageLimits, decode_image
+from qie_engine.image_codec import ImageInfo, ImageLimits, decode_image, inspect_image
 
 Size = tuple[int, int]  # width, height
 
@@ -53,16 +56,19 @@ def mask_channel(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
-def read_mask(data: bytes, image_size: Size, limits: ImageLimits) -> Image.Image:
-    """Decode a MASK under the image limits, upright, as a mode "L" mask of the image's size."""
+def inspect_mask(data: bytes, limits: ImageLimits) -> ImageInfo:
+    """A MASK's header under the image limits, before any pixel is decoded (as inspect_image)."""
     if not data:
         raise InvalidMask("the MASK is empty; send a PNG, WebP or JPEG mask, white where to edit")
-    try:
+    with _said_of_the_mask():
+        return inspect_image(data, limits)
+
+
+def read_mask(data: bytes, image_size: Size, limits: ImageLimits) -> Image.Image:
+    """Decode a MASK under the image limits, upright, as a mode "L" mask of the image's size."""
+    inspect_mask(data, limits)
+    with _said_of_the_mask():
         decoded, _ = decode_image(data, limits)
-    except (UnsupportedMediaType, CorruptImage) as exc:
-        raise InvalidMask(f"the MASK could not be read as an image: {exc}") from None
-    except InvalidInput as exc:  # over a limit: the image's own code, said of the mask
-        raise InvalidInput(f"the MASK: {exc}", code=exc.code) from None
     mask = mask_channel(decoded)
     if mask.size != image_size:
         mask_w, mask_h = mask.size
@@ -79,8 +85,20 @@ def read_mask(data: bytes, image_size: Size, limits: ImageLimits) -> Image.Image
     return mask
 
 
-def region_mask(region: tuple[int, int, int, int], image_size: Size) -> Image.Image:
-    """options.region (x, y, width, height) as a rectangle mask; it must lie wholly inside."""
+@contextmanager
+def _said_of_the_mask() -> Iterator[None]:
+    """The image refusals, said of the MASK: one that is no image is invalid_mask; one over a
+    limit keeps the limit's own code."""
+    try:
+        yield
+    except (UnsupportedMediaType, CorruptImage) as exc:
+        raise InvalidMask(f"the MASK could not be read as an image: {exc}") from None
+    except InvalidInput as exc:
+        raise InvalidInput(f"the MASK: {exc}", code=exc.code) from None
+
+
+def check_region(region: tuple[int, int, int, int], image_size: Size) -> None:
+    """options.region (x, y, width, height) must lie wholly inside the upright image."""
     x, y, w, h = region
     width, height = image_size
     if x + w > width or y + h > height:
@@ -88,6 +106,12 @@ def region_mask(region: tuple[int, int, int, int], image_size: Size) -> Image.Im
             f"region ({x}, {y}, {w}, {h}) reaches past the {width}x{height} image (after EXIF "
             f"orientation); keep x + width <= {width} and y + height <= {height}"
         )
+
+
+def region_mask(region: tuple[int, int, int, int], image_size: Size) -> Image.Image:
+    """options.region (x, y, width, height) as a rectangle mask; it must lie wholly inside."""
+    check_region(region, image_size)
+    x, y, w, h = region
     mask = Image.new("L", image_size, 0)
     mask.paste(255, (x, y, x + w, y + h))
     return mask

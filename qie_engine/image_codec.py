@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from dataclasses import replace
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from qie_engine.contract import OutputFormat
 from qie_engine.errors import CorruptImage, ImageTooLarge, InvalidInput, UnsupportedMediaType
@@ -30,6 +30,7 @@ __all__ = [
     "decode_image",
     "encode_image",
     "inspect_image",
+    "upright_size",
     "verify_image",
 ]
 
@@ -81,6 +82,22 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
         raise UnsupportedMediaType(f"format {fmt!r} is not accepted")
     check_pixel_count(width, height, limits)
     return replace(info, width=width, height=height)
+
+
+# EXIF orientations that turn the picture a quarter: its upright size is its header's, swapped.
+_QUARTER_TURNS = {5, 6, 7, 8}
+
+
+def upright_size(data: bytes, info: ImageInfo) -> tuple[int, int]:
+    """Width and height after EXIF orientation, as decode_image will give them, from the header
+    alone. A PNG's eXIf chunk is looked for only before its pixels: Pillow would decode the whole
+    image to find one after them (the decode still applies it)."""
+    with _open(data) as img:
+        has_exif = info.format != "PNG" or "exif" in img.info
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if has_exif else 1
+    if orientation in _QUARTER_TURNS:
+        return info.height, info.width
+    return info.width, info.height
 
 
 def check_pixel_count(width: int, height: int, limits: ImageLimits) -> None:

@@ -10,7 +10,6 @@ seed + 1, ...; from a random seed when none is given).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import secrets
 
@@ -21,7 +20,7 @@ from gateway.batches.archive import clean_name, entry_names
 from gateway.batches.service import BatchSubmission
 from gateway.errors import ApiError, ErrorCode
 from gateway.http.error_handlers import from_engine
-from gateway.http.forms import Caller, EditForm, EditParts, FormReader, as_number
+from gateway.http.forms import Caller, EditForm, EditParts, FormReader, as_number, read_upload
 from gateway.http.security import RateLimiter
 from gateway.jobs.submission import Refusal, Submission
 from qie_engine.contract import MAX_SEED, EditOptions
@@ -94,14 +93,22 @@ class BatchFormReader:
                 "all be the same; send several images instead",
                 detail={"field": "variations"},
             )
+        options = parts.options.edit_options()
+        mask = await read_upload(form.mask)
+        if variations is None and (mask is not None or options.region is not None):
+            raise ApiError(
+                ErrorCode.INVALID_OPTIONS,
+                "a mask or region goes with one image and `variations`; send each image of its "
+                "own size to /process with its own mask",
+                detail={"field": "mask" if mask is not None else "region"},
+            )
         # A batch of N costs N, counted before any image is read or decoded.
         await self.limiter.check_batch(caller.bucket, variations or len(form.images))
-        options = parts.options.edit_options()
         names = [clean_name(upload.filename) for upload in form.images]
         uploads = [await upload.read() for upload in form.images]
         if variations is not None:
             seeds: list[int | None] = list(variation_seeds(options.seed, variations))
-            entries = await self._variations(parts, uploads[0], options, seeds, caller)
+            entries = await self._variations(parts, uploads[0], mask, options, seeds, caller)
             names, uploads = names * variations, uploads * variations
         else:
             seeds = [options.seed] * len(uploads)
@@ -126,17 +133,24 @@ class BatchFormReader:
         self,
         parts: EditParts,
         data: bytes,
+        mask: bytes | None,
         options: EditOptions,
         seeds: list[int | None],
         caller: Caller,
     ) -> list[Submission | Refusal]:
-        """One image, checked once, and one entry per seed, all sharing its bytes."""
-        seeded = [options.model_copy(update={"seed": seed}) for seed in seeds]
-        first = await self._entry(parts, data, seeded[0], caller)
-        if isinstance(first, Refusal):
-            return [dataclasses.replace(first) for _ in seeds]
-        rest = [self.reader.submission(parts, [data], each, caller) for each in seeded[1:]]
-        return [first, *rest]
+        """One image (and its mask), checked once, and one entry per seed, all sharing its bytes.
+        A bad image fails every item; a bad mask, which the whole batch shares, refuses it."""
+        try:
+            info = await self.reader.check_image(data)
+        except InvalidInput as exc:
+            return [self._refusal(parts, exc, caller) for _ in seeds]
+        await self.reader.check_mask(mask, options, data, info)
+        return [
+            self.reader.submission(
+                parts, [data], options.model_copy(update={"seed": seed}), caller, mask
+            )
+            for seed in seeds
+        ]
 
     async def _entry(
         self, parts: EditParts, data: bytes, options: EditOptions, caller: Caller
@@ -144,11 +158,13 @@ class BatchFormReader:
         try:
             await self.reader.check_image(data)
         except InvalidInput as exc:
-            error = from_engine(exc)
-            return Refusal(
-                caller.owner, parts.info.name, caller.request_id, error.code, error.message
-            )
+            return self._refusal(parts, exc, caller)
         return self.reader.submission(parts, [data], options, caller)
+
+    @staticmethod
+    def _refusal(parts: EditParts, exc: InvalidInput, caller: Caller) -> Refusal:
+        error = from_engine(exc)
+        return Refusal(caller.owner, parts.info.name, caller.request_id, error.code, error.message)
 
 
 def _batch_hash(entries: list[Submission | Refusal], uploads: list[bytes]) -> str:

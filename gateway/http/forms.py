@@ -28,8 +28,16 @@ from gateway.store.job_models import EditInputs
 from gateway.triton.registry import ModelInfo
 from gateway.webhooks.targets import CallbackPolicy
 from qie_engine.contract import EditOptions, describe_validation_error
+from qie_engine.edit_mask import check_mask_options, check_region, inspect_mask, read_mask
 from qie_engine.edit_request import check_image_count, check_prompt
-from qie_engine.image_codec import check_cost_bytes, inspect_image, verify_image
+from qie_engine.image_codec import (
+    ImageInfo,
+    check_cost_bytes,
+    decode_cost_bytes,
+    inspect_image,
+    upright_size,
+    verify_image,
+)
 
 # A client's id for its image, echoed in the answer, the webhook and the X-Image-Id header.
 IMAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -37,8 +45,21 @@ IMAGE_ID_RULE = "1 to 128 letters, digits, '.', '_', ':' or '-'"
 MAX_CALLBACK_URL_CHARS = 2048
 
 # Options that may also come as plain form fields (text, parsed as numbers where they are).
-PLAIN_OPTIONS = ("preset", "steps", "true_cfg_scale", "seed", "output_format", "width", "height")
+PLAIN_OPTIONS = (
+    "preset",
+    "steps",
+    "true_cfg_scale",
+    "seed",
+    "output_format",
+    "width",
+    "height",
+    "region",
+    "mask_padding",
+    "mask_feather",
+    "output_size",
+)
 PLAIN_FIELDS = (*PLAIN_OPTIONS, "timeout")
+REGION_PATTERN = r"^\s*\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+\s*$"
 
 
 class EditForm(BaseModel):
@@ -57,6 +78,17 @@ class EditForm(BaseModel):
     width: str | None = Field(None, description="Output width")
     height: str | None = Field(None, description="Output height")
     timeout: str | None = Field(None, description="Deadline in seconds (504 when passed)")
+    mask: UploadFile | None = Field(
+        None,
+        description="A local edit: an image of the (first) image's size after EXIF orientation; "
+        "white or opaque is edited, black or transparent kept, grey blends",
+    )
+    region: str | None = Field(
+        None, description="A local edit of a rectangle: x,y,width,height in the image's pixels"
+    )
+    mask_padding: str | None = Field(None, description="Context kept around the mask's box")
+    mask_feather: str | None = Field(None, description="Width of the blend at the mask's edge")
+    output_size: str | None = Field(None, description="model (the default) or input")
 
 
 class ProcessForm(EditForm):
@@ -112,6 +144,13 @@ def as_number(value: str | None) -> Any:
     return text
 
 
+def as_region(value: str | None) -> Any:
+    """A region field, "x,y,width,height", as its four numbers (the options then check them)."""
+    if value is None or not value.strip():
+        return None
+    return [as_number(part) for part in value.split(",")]
+
+
 def _checked(data: dict[str, Any]) -> RequestOptions:
     try:
         return RequestOptions.model_validate(data)
@@ -155,7 +194,7 @@ def read_options(options: str | None, plain: Mapping[str, Any]) -> RequestOption
         if not isinstance(data, dict):
             raise ApiError(ErrorCode.INVALID_OPTIONS, "options must be a JSON object")
         _checked(data)
-    fields = {k: as_number(v) for k, v in plain.items()}
+    fields = {k: (as_region if k == "region" else as_number)(v) for k, v in plain.items()}
     return _checked({**data, **{k: v for k, v in fields.items() if v is not None}})
 
 
@@ -187,6 +226,15 @@ def check_image_id(image_id: str | None) -> None:
             f"image_id must be {IMAGE_ID_RULE} (it travels in the X-Image-Id header)",
             detail={"field": "image_id"},
         )
+
+
+async def read_upload(part: UploadFile | None) -> bytes | None:
+    """An optional file part's bytes; a part with no name and no bytes, as a browser sends a
+    file field left empty, is absent."""
+    if part is None:
+        return None
+    data = await part.read()
+    return None if not data and not part.filename else data
 
 
 class FormReader:
@@ -223,18 +271,42 @@ class FormReader:
             negative = check_prompt(form.negative_prompt, max_chars, name="negative_prompt")
         return EditParts(info, options, prompt, negative)
 
-    async def check_image(self, data: bytes) -> None:
+    async def check_image(self, data: bytes) -> ImageInfo:
         """Type, pixels and structure from the header, then an integrity check within the memory
         budget, both off the event loop. Raises the engine's InvalidInput, which the one error
         handler answers."""
         info = await asyncio.to_thread(inspect_image, data, self.limits)
         async with self.budget.reserve(check_cost_bytes(info)):
             await asyncio.to_thread(verify_image, data, info)
+        return info
+
+    async def check_mask(
+        self, mask: bytes | None, options: EditOptions, image: bytes, info: ImageInfo
+    ) -> None:
+        """A local edit's mask (decoded within the memory budget) or region, against the first
+        image's upright size, so that a bad one is refused before a job exists. The model reads
+        the mask again with the same functions."""
+        check_mask_options(mask is not None, options)
+        if mask is None and options.region is None:
+            return
+        size = await asyncio.to_thread(upright_size, image, info)
+        if mask is None:
+            assert options.region is not None
+            check_region(options.region, size)
+            return
+        mask_info = await asyncio.to_thread(inspect_mask, mask, self.limits)
+        async with self.budget.reserve(decode_cost_bytes(mask_info)):
+            await asyncio.to_thread(read_mask, mask, size, self.limits)
 
     def submission(
-        self, parts: EditParts, images: list[bytes], options: EditOptions, caller: Caller
+        self,
+        parts: EditParts,
+        images: list[bytes],
+        options: EditOptions,
+        caller: Caller,
+        mask: bytes | None = None,
     ) -> Submission:
-        """One job's submission, of checked parts and images."""
+        """One job's submission, of checked parts, images and mask."""
         options_json = options.model_dump_json(exclude_none=True)
         request = EditInputs(
             parts.info.name,
@@ -243,6 +315,7 @@ class FormReader:
             parts.negative_prompt,
             options_json,
             caller.request_id,
+            mask,
         )
         submission = Submission(
             owner=caller.owner,
@@ -271,9 +344,11 @@ class FormReader:
         check_image_id(form.image_id)
         uploads = [await part.read() for part in form.image]
         check_image_count(len(uploads), parts.info.max_images)
-        for data in uploads:
-            await self.check_image(data)
-        submission = self.submission(parts, uploads, parts.options.edit_options(), caller)
+        infos = [await self.check_image(data) for data in uploads]
+        options = parts.options.edit_options()
+        mask = await read_upload(form.mask)
+        await self.check_mask(mask, options, uploads[0], infos[0])
+        submission = self.submission(parts, uploads, options, caller, mask)
         submission.respond_async = form.run_async or caller.respond_async
         submission.callback_url = callback
         submission.image_id = form.image_id

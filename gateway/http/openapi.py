@@ -17,7 +17,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.http.batch_forms import MIN_BATCH_IMAGES
-from gateway.http.forms import IMAGE_ID, IMAGE_ID_RULE, MAX_CALLBACK_URL_CHARS, PLAIN_FIELDS
+from gateway.http.forms import (
+    IMAGE_ID,
+    IMAGE_ID_RULE,
+    MAX_CALLBACK_URL_CHARS,
+    PLAIN_FIELDS,
+    REGION_PATTERN,
+)
 from gateway.http.schemas import RequestOptions
 from gateway.settings import Settings
 from qie_engine.image_codec import ALLOWED_FORMATS, MIME_TYPES
@@ -91,6 +97,16 @@ def _edit_fields(settings: Settings, generated: dict[str, Any]) -> dict[str, Any
     props["options"] = {"$ref": "#/components/schemas/RequestOptions"}
     for name in PLAIN_FIELDS:
         props[name] = _refs_to_components(_without_null(options["properties"][name]))
+    props["region"] = {
+        "type": "string",
+        "pattern": REGION_PATTERN,
+        "description": f"{props['region']['description']} As a form field: x,y,width,height.",
+    }
+    props["mask"] = {
+        "type": "string",
+        "format": "binary",
+        "description": generated["properties"]["mask"].get("description", ""),
+    }
     return props
 
 
@@ -146,8 +162,12 @@ def batch_form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str
         "required": ["images", "prompt"],
         # Several images, or one image and `variations` (whether a model takes variations is its
         # own fact: GET /models, `presets`).
+        # A mask or region goes with one image's variations only.
         "anyOf": [
-            {"properties": {"images": {"minItems": MIN_BATCH_IMAGES}}},
+            {
+                "properties": {"images": {"minItems": MIN_BATCH_IMAGES}},
+                "not": {"anyOf": [{"required": ["mask"]}, {"required": ["region"]}]},
+            },
             {"properties": {"images": {"maxItems": 1}}, "required": ["variations"]},
         ],
         "title": "BatchForm",
@@ -216,6 +236,7 @@ def _multipart(form: str, files: str) -> dict[str, Any]:
                             }
                         },
                     },
+                    "mask": {"contentType": ", ".join(IMAGE_TYPES)},
                     "options": {"contentType": "application/json"},
                 },
             }

@@ -26,6 +26,7 @@ from qie_engine.image_codec import (
     decode_image,
     encode_image,
     inspect_image,
+    upright_size,
 )
 from tests import images
 from tests.engine.recorders import spy
@@ -519,3 +520,14 @@ def test_a_phone_jpeg_with_more_pictures_behind_it_is_its_first_picture() -> Non
     assert (info.format, decoded.size) == ("JPEG", (64, 48))
     _, green, blue = decoded.convert("RGB").getpixel((2, 2))
     assert blue > green  # the photo (blue in that corner), not the green picture behind it
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_upright_size_reads_the_exif_orientation_from_the_header_as_the_decode_applies_it(
+    fmt: str,
+) -> None:
+    rotated = images.exif_orientation_6(64, 48, fmt)
+    info = inspect_image(rotated, LIMITS)
+    assert upright_size(rotated, info) == (48, 64) == decode_image(rotated, LIMITS)[0].size
+    plain = images.image_bytes(64, 48, fmt)
+    assert upright_size(plain, inspect_image(plain, LIMITS)) == (64, 48)
