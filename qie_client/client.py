@@ -72,6 +72,8 @@ class EditResult:
     processing_time: float
     random_weights: bool
     operations: list[str] = field(default_factory=list)
+    # A local edit: crop (x, y, width, height), working_size, padding and feather.
+    local: dict[str, Any] | None = None
 
 
 @dataclass
@@ -201,6 +203,7 @@ class QieClient:
             processing_time=float(h.get("X-Processing-Time", "0")),
             random_weights=h["X-Random-Weights"] == "true",
             operations=json.loads(h.get("X-Operations", "[]")),
+            local=json.loads(h["X-Local-Edit"]) if h.get("X-Local-Edit") else None,
         )
 
     def submit(

@@ -59,6 +59,8 @@ def result_headers(job: Job) -> dict[str, str]:
         "X-Random-Weights": str(bool(meta.get("random_weights"))).lower(),
         "X-Operations": json.dumps(meta.get("operations", [])),  # ASCII: json escapes the rest
     }
+    if meta.get("local"):
+        headers["X-Local-Edit"] = json.dumps(meta["local"])  # the crop and the working size
     if job.image_id:
         headers["X-Image-Id"] = job.image_id[:200].encode("ascii", "replace").decode()
     if job.started_at and job.finished_at:
@@ -85,4 +87,5 @@ def process_response(outcome: Outcome) -> ProcessResponse:
         mime_type=job.result_mime or "image/png",
         random_weights=bool(meta.get("random_weights")),
         operations=meta.get("operations", []),
+        local=meta.get("local"),
     )

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from qie_engine.contract import EditOptions, describe_contract
+from qie_engine.contract import EditOptions, LocalEdit, describe_contract
 from qie_engine.presets import QUALITY_ALIASES as QUALITY_PRESETS
 
 # A deadline under a second cannot be met by any edit: it is refused, not answered 504.
@@ -57,6 +57,9 @@ class ProcessResponse(BaseModel):
     mime_type: str
     random_weights: bool
     operations: list[str] = Field(default_factory=list)
+    local: LocalEdit | None = Field(
+        None, description="A masked or region edit: the crop and the size the model saw"
+    )
 
 
 class JobAccepted(BaseModel):
