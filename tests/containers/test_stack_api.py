@@ -103,6 +103,23 @@ def test_seed_flow_jpeg_to_black_and_white_as_the_raw_image(stack: RunningStack)
     assert is_grayscale(result.image)
 
 
+def test_a_region_of_a_phone_photo_is_edited_at_full_size_and_the_rest_kept(
+    stack: RunningStack,
+) -> None:
+    photo = images.phone_photo_png(4000, 3000)
+    with stack.client() as client:
+        result = client.edit(
+            photo, BLACK_AND_WHITE, model="classic_edit", region=(1400, 900, 1200, 1000)
+        )
+    assert (result.width, result.height) == (4000, 3000)
+    assert result.local is not None and result.local["crop"][2] < 4000
+    out = np.asarray(images.decode(result.image).convert("RGB"))
+    original = np.asarray(images.decode(photo).convert("RGB"))
+    inside, outside = out[1000:1800, 1500:2500], (slice(0, 800), slice(0, 4000))
+    assert (inside[..., 0] == inside[..., 1]).all() and (inside[..., 1] == inside[..., 2]).all()
+    assert (out[outside] == original[outside]).all()
+
+
 def test_tiny_qwen_job_streams_progress_then_cancel_ends_it_cancelled(
     stack: RunningStack,
 ) -> None:
