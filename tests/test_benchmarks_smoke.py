@@ -207,3 +207,36 @@ def test_hostile_smoke_runs_every_phase_on_both_stores(
         assert set(figures[store]["tiny_webp"]["answers"]) <= {"202", "413", "422"}
         assert figures[store]["scan_bomb"]["codes"] == ["image_too_complex"] * 2
     assert data["result"]["goals_met"]["metrics_series_unchanged"] is True
+
+
+@pytest.mark.integration
+def test_local_edits_smoke_compares_a_region_with_whole_edits(
+    triton_server: TritonServer, tmp_path: Path
+) -> None:
+    run_benchmark("local_edits", tmp_path, "--smoke", "--triton-url", triton_server.grpc_url)
+    data = saved(tmp_path, "local_edits")
+    ways = {(w["model"], w["way"]): w for w in data["ways"]}
+    assert set(ways) == {
+        ("classic_edit", "whole"),
+        ("classic_edit", "region"),
+        ("qwen_image_edit", "whole"),
+        ("qwen_image_edit", "whole_input"),
+        ("qwen_image_edit", "region"),
+    }
+    photo = data["config"]["photo"]["size"]
+    for way in ways.values():
+        check_latency_summary(way["latency_ms"], count=1)
+        assert way["result_bytes"] > 0
+    for model in ("classic_edit", "qwen_image_edit"):
+        region = ways[(model, "region")]
+        assert region["result_size"] == photo and region["crop"][2] < photo[0]
+    assert (
+        ways[("classic_edit", "region")]["working_size"]
+        == ways[("classic_edit", "region")]["crop"][2:]
+    )
+    assert ways[("qwen_image_edit", "whole")]["result_size"] != photo
+    assert ways[("qwen_image_edit", "whole_input")]["result_size"] == photo
+    assert (
+        ways[("qwen_image_edit", "whole_input")]["working_size"]
+        == ways[("qwen_image_edit", "whole")]["result_size"]
+    )
