@@ -11,6 +11,9 @@ tests/integration/test_openapi_fuzz.py through SCHEMATHESIS_HOOKS).
 - A batch takes 2 or more images, or 1 with `variations`, which classic_edit (no seed) refuses:
   a valid batch gets at least 2 images and no `variations` (both refusals are tested in
   test_batches.py).
+- A mask or a region must fit the image it goes with (its size, its bounds), which a schema
+  cannot say: a valid request carries neither (tests/integration/test_local_edits.py sends them),
+  and output_size=input, which keeps the input's size, goes without width and height.
 """
 
 from __future__ import annotations
@@ -22,6 +25,21 @@ import schemathesis
 from hypothesis import strategies as st
 
 from tests import images
+
+LOCAL_EDIT = ("mask", "region")
+SIZES = ("width", "height")
+
+
+def _without_local_edits(body: dict[str, Any]) -> None:
+    """No mask or region, in the form or its options JSON; no output_size beside a size."""
+    parts = [body, *([body["options"]] if isinstance(body.get("options"), dict) else [])]
+    for part in parts:
+        for name in LOCAL_EDIT:
+            part.pop(name, None)
+    if any(part.get(name) is not None for part in parts for name in SIZES):
+        for part in parts:
+            part.pop("output_size", None)
+
 
 INSTRUCTIONS = ["invert", "make it black and white", "sepia", "mirror", "rotate 90 degrees"]
 
@@ -44,6 +62,8 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
     positive = meta is not None and meta.generation.mode.is_positive
     if positive and isinstance(body, dict) and isinstance(body.get("prompt"), str):
         body["prompt"] = INSTRUCTIONS[len(body["prompt"]) % len(INSTRUCTIONS)]
+    if positive and isinstance(body, dict):
+        _without_local_edits(body)
     if positive and isinstance(body, dict) and case.operation.path == "/batches":
         body.pop("variations", None)
         pictures = body.get("images") or []

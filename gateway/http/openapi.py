@@ -140,6 +140,7 @@ def form_schema(settings: Settings, generated: dict[str, Any]) -> dict[str, Any]
         "type": "object",
         "properties": props,
         "required": ["image", "prompt"],
+        "not": {"required": ["mask", "region"]},  # a region is a rectangle mask: one or the other
         "title": "ProcessForm",
     }
 
@@ -219,6 +220,19 @@ def _security(schema: dict[str, Any]) -> None:
                 )
 
 
+def _file_part(name: str, filename: str) -> dict[str, Any]:
+    """A file part: it carries a file name (any name; the bytes decide the type)."""
+    return {
+        "contentType": ", ".join(IMAGE_TYPES),
+        "headers": {
+            "Content-Disposition": {
+                "schema": {"type": "string"},
+                "example": f'form-data; name="{name}"; filename="{filename}"',
+            }
+        },
+    }
+
+
 def _multipart(form: str, files: str) -> dict[str, Any]:
     return {
         "required": True,
@@ -226,17 +240,8 @@ def _multipart(form: str, files: str) -> dict[str, Any]:
             "multipart/form-data": {
                 "schema": {"$ref": f"#/components/schemas/{form}"},
                 "encoding": {
-                    # A file part: it carries a file name (any name; the bytes decide the type).
-                    files: {
-                        "contentType": ", ".join(IMAGE_TYPES),
-                        "headers": {
-                            "Content-Disposition": {
-                                "schema": {"type": "string"},
-                                "example": f'form-data; name="{files}"; filename="photo.png"',
-                            }
-                        },
-                    },
-                    "mask": {"contentType": ", ".join(IMAGE_TYPES)},
+                    files: _file_part(files, "photo.png"),
+                    "mask": _file_part("mask", "mask.png"),
                     "options": {"contentType": "application/json"},
                 },
             }

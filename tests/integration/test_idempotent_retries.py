@@ -27,20 +27,21 @@ def replica(request: pytest.FixtureRequest) -> GatewayServer:
     return server
 
 
-def process(gw: GatewayServer, key: str, timeout: float = 60, **fields: str) -> httpx.Response:
+def process(gw: GatewayServer, key: str, wait_s: float = 60, **fields: str) -> httpx.Response:
+    """POST /process; `fields` are form fields (`timeout` among them), `wait_s` the client's."""
     data: dict[str, Any] = {"prompt": "brighter", "options": json.dumps(SLOW), **fields}
     return httpx.post(
         f"{gw.url}/process",
         headers={**AUTH, "Idempotency-Key": key},
         files={"image": ("a.png", images.png_bytes(), "image/png")},
         data=data,
-        timeout=timeout,
+        timeout=wait_s,
     )
 
 
 def test_a_retry_after_a_dropped_connection_gets_the_edit(replica: GatewayServer) -> None:
     with pytest.raises(httpx.ReadTimeout):
-        process(replica, "retry-1", timeout=1.0)  # gives up: the gateway cancels that edit
+        process(replica, "retry-1", wait_s=1.0)  # gives up: the gateway cancels that edit
 
     again = process(replica, "retry-1")
 
