@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,12 +14,14 @@ from typing import Any
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import ApiError, ErrorCode, StoreUnavailable
 from gateway.http.error_handlers import json_response
+
+log = logging.getLogger("gateway")
 
 ANONYMOUS = "anonymous"
 # Routes that need a key; the page, /health, /metrics and the docs do not, and an unknown path
@@ -132,6 +135,11 @@ class RateLimiter:
             if await self.limiter.hit(item, bucket, cost=cost):
                 return
             stats = await self.limiter.get_window_stats(item, bucket)
+        except OutOfMemoryError:
+            # Redis is full with nothing left to evict: new work is refused (store_full) anyway;
+            # status, results and cancels must still pass, uncounted.
+            log.warning("Redis is at its maxmemory: a request passes its rate limit uncounted")
+            return
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("rate limits") from exc
         retry_after = max(1, int(stats.reset_time - time.time()) + 1)

@@ -31,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StoreFull, StoreUnavailable
@@ -94,17 +94,18 @@ def script(redis: Redis, name: str, *, prelude: str | None = None) -> AsyncScrip
 def reachable() -> Iterator[None]:
     """Redis trouble becomes a 503 whose message names no host: StoreFull when Redis is out of
     memory (maxmemory with nothing left to evict), StoreUnavailable when it cannot be reached,
-    every connection is busy, or it is a read-only replica."""
+    every connection is busy, or it is (or has just become) a read-only replica."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise StoreUnavailable(type(exc).__name__) from exc
+    except OutOfMemoryError as exc:  # redis-py's name for an OOM reply, from a script too
+        raise StoreFull("Redis is at its maxmemory") from exc
+    except ReadOnlyError as exc:
+        raise StoreUnavailable("Redis is read-only") from exc
     except ResponseError as exc:
-        reason = str(exc).split(" ", 1)[0]
-        if reason == "OOM":
-            raise StoreFull("Redis is at its maxmemory") from exc
-        if reason == "READONLY":
-            raise StoreUnavailable("Redis is read-only") from exc
+        if str(exc).startswith("UNBLOCKED"):  # a blocked read, as its master became a replica
+            raise StoreUnavailable("Redis became a read-only replica") from exc
         raise
 
 

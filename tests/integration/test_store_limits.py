@@ -75,6 +75,8 @@ def test_a_nearly_full_redis_refuses_new_work_and_the_running_job_finishes(
     running = submit(redis_gateway, model="qwen_image_edit", steps=8, width=256, height=256)
     job_id = running.json()["job_id"]
     wait_for(lambda: job(redis_gateway, job_id)["status"] == "processing")
+    for i in range(32):  # a Redis holding 32 MiB of other data (1 MiB at a time: a larger
+        client.set(f"filler:{i}", b"x" * 1024 * 1024)  # write's buffer would count as used)
     used = int(client.info("memory")["used_memory"])
     client.config_set("maxmemory-policy", "volatile-ttl")
     client.config_set("maxmemory", int(used / 0.93))  # past the 90 % mark, with room to finish
@@ -86,6 +88,21 @@ def test_a_nearly_full_redis_refuses_new_work_and_the_running_job_finishes(
     assert final_status(redis_gateway, job_id) == "completed"
     client.config_set("maxmemory", 0)
     wait_for(lambda: submit(redis_gateway).status_code == 202, timeout=10)
+
+
+def test_a_redis_out_of_memory_still_answers_reads_uncounted_and_refuses_new_work(
+    redis_gateway: GatewayServer, client: redis.Redis
+) -> None:
+    job_id = submit(redis_gateway).json()["job_id"]
+    assert final_status(redis_gateway, job_id) == "completed"
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)  # every write is refused: OOM, even the rate limit's
+
+    assert job(redis_gateway, job_id)["status"] == "completed"
+    result = httpx.get(f"{redis_gateway.url}/jobs/{job_id}/result", headers=AUTH)
+    assert result.status_code == 200 and result.content.startswith(b"\x89PNG")
+    refused = submit(redis_gateway)
+    assert (refused.status_code, refused.json()["code"]) == (503, "store_full")
 
 
 def test_a_read_only_redis_is_503_and_unhealthy_and_the_runners_recover(

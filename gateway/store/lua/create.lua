@@ -56,9 +56,10 @@ for j, job in ipairs(jobs) do
   end
 end
 
+-- Reads only until the first write, a SET or HSET that Redis refuses when it is out of memory:
+-- once a script has written, Redis lets it write on past maxmemory.
 if queued > 0 and max_depth >= 0 then
-  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now_ms())
-  local running = redis.call('ZCARD', slots)
+  local running = redis.call('ZCOUNT', slots, '(' .. now_ms(), '+inf')  -- unexpired leases
   local waiting = #undelivered(queue, group)
   local room = math.max(0, max_depth - waiting + math.max(0, limit - running))
   if queued > room then return {'full', room, waiting, running} end
