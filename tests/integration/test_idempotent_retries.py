@@ -16,8 +16,9 @@ from tests.gateway_server import KEY_A, GatewayServer
 pytestmark = pytest.mark.integration
 
 AUTH = {"Authorization": f"Bearer {KEY_A}"}
-# Long enough that the first caller has given up before it ends.
-SLOW = {"steps": 12, "width": 256, "height": 256, "true_cfg_scale": 1.0, "seed": 3}
+# Long enough that the first caller has given up before it ends (seconds on the tiny model).
+SLOW = {"steps": 48, "width": 256, "height": 256, "true_cfg_scale": 1.0, "seed": 3}
+QUICK = {**SLOW, "steps": 2}
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -27,9 +28,15 @@ def replica(request: pytest.FixtureRequest) -> GatewayServer:
     return server
 
 
-def process(gw: GatewayServer, key: str, wait_s: float = 60, **fields: str) -> httpx.Response:
+def process(
+    gw: GatewayServer,
+    key: str,
+    wait_s: float = 60,
+    options: dict[str, Any] = QUICK,
+    **fields: str,
+) -> httpx.Response:
     """POST /process; `fields` are form fields (`timeout` among them), `wait_s` the client's."""
-    data: dict[str, Any] = {"prompt": "brighter", "options": json.dumps(SLOW), **fields}
+    data: dict[str, Any] = {"prompt": "brighter", "options": json.dumps(options), **fields}
     return httpx.post(
         f"{gw.url}/process",
         headers={**AUTH, "Idempotency-Key": key},
@@ -41,9 +48,11 @@ def process(gw: GatewayServer, key: str, wait_s: float = 60, **fields: str) -> h
 
 def test_a_retry_after_a_dropped_connection_gets_the_edit(replica: GatewayServer) -> None:
     with pytest.raises(httpx.ReadTimeout):
-        process(replica, "retry-1", wait_s=1.0)  # gives up: the gateway cancels that edit
+        process(
+            replica, "retry-1", wait_s=0.5, options=SLOW
+        )  # gives up: the gateway cancels that edit
 
-    again = process(replica, "retry-1")
+    again = process(replica, "retry-1", options=SLOW)
 
     assert again.status_code == 200, again.text[:300]
     assert again.json()["success"] is True
