@@ -84,14 +84,18 @@ export class Api {
     return (await this.request("/models")).json();
   }
 
-  /** Submits an edit as a job (Prefer: respond-async); resolves to {job_id, status, ...}. */
-  async submit({ file, prompt, negativePrompt, model, options }) {
+  /**
+   * Submits an edit as a job (Prefer: respond-async); resolves to {job_id, status, ...}. A
+   * `mask` (a PNG blob of the image's upright size) or a `region` ("x,y,w,h") makes it local.
+   */
+  async submit({ file, prompt, negativePrompt, model, options, mask, region }) {
     const form = new FormData();
     form.append("image", file, file.name);
     form.append("prompt", prompt);
     if (negativePrompt) form.append("negative_prompt", negativePrompt);
     if (model) form.append("model", model);
     form.append("options", JSON.stringify(options));
+    appendLocalEdit(form, { mask, region });
     const response = await this.request("/process", {
       method: "POST",
       headers: { Prefer: "respond-async" },
@@ -122,8 +126,11 @@ export class Api {
     });
   }
 
-  /** Submits several images (or one, with `variations`) as one batch; resolves to BatchAccepted. */
-  async submitBatch({ files, variations, prompt, negativePrompt, model, options }) {
+  /**
+   * Submits several images (or one, with `variations`) as one batch; resolves to BatchAccepted.
+   * A mask or region goes with one image's variations only.
+   */
+  async submitBatch({ files, variations, prompt, negativePrompt, model, options, mask, region }) {
     const form = new FormData();
     for (const file of files) form.append("images", file, file.name);
     form.append("prompt", prompt);
@@ -131,6 +138,7 @@ export class Api {
     if (model) form.append("model", model);
     form.append("options", JSON.stringify(options));
     if (variations) form.append("variations", String(variations));
+    appendLocalEdit(form, { mask, region });
     return (await this.request("/batches", { method: "POST", body: form })).json();
   }
 
@@ -173,6 +181,12 @@ export class Api {
       });
     return followEvents({ open: connect, onEvent, signal, isFinal });
   }
+}
+
+/** A local edit's part: the mask as a PNG file, or the region as "x,y,w,h". */
+function appendLocalEdit(form, { mask, region }) {
+  if (mask) form.append("mask", mask, "mask.png");
+  if (region) form.append("region", region);
 }
 
 function isFinalBatchEvent(event) {

@@ -1,11 +1,13 @@
 // The playground: pick images, describe the edit, watch it run, compare, download. Several
-// picked images (or one in several variations) go as one batch.
+// picked images (or one in several variations) go as one batch. A mask painted over one image's
+// preview (or a region typed in) makes its edits local.
 
 import { Api, ApiError } from "./api.js";
 import { BatchRun } from "./batch.js";
 import { saveBlob } from "./dom.js";
 import { History } from "./history.js";
 import { EditJob, editOptions } from "./job.js";
+import { MaskTool } from "./mask-tool.js";
 import { ModelForm } from "./models.js";
 import { Picker } from "./picker.js";
 import { Stage } from "./stage.js";
@@ -51,6 +53,19 @@ const form = new ModelForm({
   variations: $("variations"),
   variationsField: $("variations-field"),
 });
+const maskTool = new MaskTool({
+  panel: $("mask-tool"),
+  canvas: $("mask-canvas"),
+  brush: $("mask-brush"),
+  eraser: $("mask-eraser"),
+  rectangle: $("mask-rect"),
+  clear: $("mask-clear"),
+  invert: $("mask-invert"),
+  size: $("mask-size"),
+  sizeValue: $("mask-size-value"),
+  note: $("mask-note"),
+  region: ["region-x", "region-y", "region-w", "region-h"].map($),
+});
 const history = new History({
   list: $("history"),
   empty: $("history-empty"),
@@ -65,7 +80,16 @@ const picker = new Picker({
   },
 });
 picker.inUse = (item) => history.uses(item);
-picker.onItems = () => updateProcess();
+picker.onItems = () => {
+  updateProcess();
+  updateMaskTool();
+};
+stage.onPicture = () => updateMaskTool();
+maskTool.onChange = () => updateProcess();
+// Marking a mask under a finished result brings the input back to mark it on.
+maskTool.onUse = () => {
+  if (!stage.previewing && !stage.job?.active) stage.showInput(picker.selected);
+};
 
 let healthState = { auth: false, models: {} };
 
@@ -82,17 +106,25 @@ function variationsWanted() {
 }
 
 /** What Process will do, in words. */
-function processNote(count, variations) {
+function processNote(count, variations, local) {
   if (count > 1) return `Edits all ${count} picked images as one batch; remove some to edit fewer.`;
-  if (variations) return `Edits the image ${variations} times, each with its own seed, as one batch.`;
-  return "Edits the selected image.";
+  const what = local ? "the marked part of the image" : "the image";
+  if (variations) return `Edits ${what} ${variations} times, each with its own seed, as one batch.`;
+  return local ? "Edits the marked part of the selected image." : "Edits the selected image.";
+}
+
+/** The mask tool marks the one picked image, on its preview; a batch of several has none. */
+function updateMaskTool() {
+  const single = picker.items.length === 1 && stage.input === picker.selected;
+  maskTool.show(single ? stage.input : null, stage.previewing);
 }
 
 function updateProcess() {
   const count = picker.items.length;
   $("process").disabled = Boolean(stage.job?.active);
   $("process").textContent = count > 1 ? `Process ${count} images` : "Process";
-  $("process-note").textContent = processNote(count, variationsWanted());
+  const local = count === 1 && maskTool.marks(picker.selected) !== "";
+  $("process-note").textContent = processNote(count, variationsWanted(), local);
   $("variations").disabled = count > 1;
   $("variations-note").textContent = count > 1
     ? "Variations take one image: pick a single one."
@@ -112,9 +144,25 @@ function start(job) {
   job.run();
 }
 
-function process() {
+/** The mask or region of a single image's edit: {mask}, {region}, {}; null if it cannot go. */
+async function localEdit(input) {
+  const problem = maskTool.problem(input);
+  if (problem) {
+    stage.showMessage(problem);
+    maskTool.focusRegion();
+    return null;
+  }
+  try {
+    return await maskTool.fields(input);
+  } catch (error) {
+    stage.showMessage(`Could not read the mask: ${error.message}`);
+    return null;
+  }
+}
+
+async function process() {
   const input = picker.selected;
-  const inputs = picker.items;
+  const inputs = [...picker.items];
   if (!input) {
     stage.showInput(null);
     stage.showMessage("Pick an image first: drop it on the page or choose a file.");
@@ -125,22 +173,34 @@ function process() {
     stage.showMessage("No model is ready yet; the list fills in as soon as one is.");
     return;
   }
+  // Several images go whole: the API takes a mask with one image only.
+  const local = inputs.length === 1 ? await localEdit(input) : {};
+  if (!local) return;
   const values = form.values();
   const request = {
     prompt: $("prompt").value,
     negativePrompt: values.negativePrompt,
     model: values.model,
     options: editOptions(values),
+    ...local,
   };
   const variations = variationsWanted();
-  if (inputs.length > 1) start(new BatchRun(api, [...inputs], request));
+  if (inputs.length > 1) start(new BatchRun(api, inputs, request));
   else if (variations) start(new BatchRun(api, [input], request, variations));
   else start(new EditJob(api, input, request));
 }
 
-$("edit-form").addEventListener("submit", (event) => {
+// The mask is encoded before the job starts: a second Enter meanwhile sends nothing more.
+let preparing = false;
+$("edit-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  if (!$("process").disabled) process();
+  if ($("process").disabled || preparing) return;
+  preparing = true;
+  try {
+    await process();
+  } finally {
+    preparing = false;
+  }
 });
 $("prompt").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {

@@ -1,6 +1,7 @@
 // The result area: the input, then the job's live progress, then the result beside the input
 // on a before/after slider, with Cancel, Retry and Download. A batch shows its items instead of
-// the slider, with the overall progress and a zip of every result.
+// the slider, with the overall progress and a zip of every result. A local edit's result has the
+// input's size, so before and after line up in the same frame.
 
 import { BatchView } from "./batch-view.js";
 import { formatSeconds, show } from "./dom.js";
@@ -87,6 +88,10 @@ function metaText(job) {
   if (meta.seed !== null && meta.seed !== undefined) parts.push(`seed ${meta.seed}`);
   parts.push(`${meta.width}×${meta.height}`, meta.format);
   if (meta.operations?.length) parts.push(meta.operations.join(", "));
+  if (meta.local) {
+    const [x, y, width, height] = meta.local.crop;
+    parts.push(`local edit, crop ${width}×${height} at ${x},${y}`);
+  }
   if (meta.random_weights) parts.push("random weights: the pixels mean nothing");
   parts.push(`job ${job.id}`);
   return parts.join(" · ");
@@ -98,6 +103,7 @@ export class Stage {
     this.job = null;
     this.input = null;
     this.batchView = new BatchView(elements.batch);
+    this.onPicture = () => {};
     elements.split.addEventListener("input", () => this.setSplit(elements.split.value));
     this.setSplit(elements.split.value);
     elements.result.addEventListener("load", () => this.fit(elements.result));
@@ -128,6 +134,11 @@ export class Stage {
     this.job = job;
     this.input = job.input;
     this.render();
+  }
+
+  /** Whether the stage shows an input alone: no result, no batch. */
+  get previewing() {
+    return !this.batch && this.e.compare.dataset.view === "preview";
   }
 
   get batch() {
@@ -164,6 +175,7 @@ export class Stage {
     if (hasResult && e.result.getAttribute("src") !== job.resultUrl) e.result.src = job.resultUrl;
     if (!hasResult) e.result.removeAttribute("src");
     show(e.slider, hasResult);
+    this.onPicture();
   }
 
   /** Progress, status, error, the actions and the facts of the result. */
