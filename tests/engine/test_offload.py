@@ -8,9 +8,6 @@ runs. The load-time check that refuses offload without a GPU is the one thing st
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +15,12 @@ import pytest
 from accelerate.hooks import CpuOffload
 
 from qie_engine import qwen_loader
-from qie_engine.contract import Preset, ResultMeta
-from qie_engine.edit_request import RawEdit
-from qie_engine.editor import run_edit
+from qie_engine.contract import Preset
 from qie_engine.errors import Cancelled
 from qie_engine.qwen_editor import PresetExtras, QwenEditor
 from qie_engine.step_cache import StepCache
 from tests.engine.recorders import ProgressLog, spy
-from tests.engine.tiny_editors import dev_editor
-from tests.images import png_bytes
+from tests.engine.tiny_editors import counting_blocks, dev_editor, edit
 
 QUICK: dict[str, Any] = {"seed": 3, "width": 64, "height": 64}
 
@@ -39,29 +33,6 @@ def offload_editor(
     editor = dev_editor(model_dir, device="cpu", cpu_offload="model", **overrides)
     assert editor.pipe._all_hooks, "accelerate's offload hooks are in place"
     return editor
-
-
-def edit(
-    editor: QwenEditor, progress: ProgressLog | None = None, **options: Any
-) -> tuple[bytes, ResultMeta]:
-    log = progress if progress is not None else ProgressLog()
-    raw = RawEdit([png_bytes(64, 48)], "make the sky purple", options=json.dumps(options))
-    return run_edit(editor, raw, log, log.is_cancelled)
-
-
-@contextmanager
-def counting_blocks(editor: QwenEditor) -> Iterator[list[int]]:
-    """How many transformer blocks ran: the real work, whatever the cache skipped."""
-    count = [0]
-    handles = [
-        block.register_forward_pre_hook(lambda *_args: count.__setitem__(0, count[0] + 1))
-        for block in editor.pipe.transformer.transformer_blocks
-    ]
-    try:
-        yield count
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def sent_to_host(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -22,7 +22,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from qie_engine.batched_cfg import batched_cfg, joined_text
-from qie_engine.contract import Preset, ProgressEvent, ResultMeta
+from qie_engine.contract import Preset, ProgressEvent
 from qie_engine.edit_request import RawEdit
 from qie_engine.editor import run_edit
 from qie_engine.errors import Cancelled, EngineError, InvalidInput
@@ -31,33 +31,10 @@ from qie_engine.model_folder import ModelFolder
 from qie_engine.presets import LIGHTNING_LORAS, PRESETS, QUALITY_ALIASES
 from qie_engine.qwen_editor import PresetExtras, QwenEditor, capped_condition_area
 from tests.engine.recorders import ProgressLog, spy
-from tests.engine.tiny_editors import dev_editor
+from tests.engine.tiny_editors import counting_blocks, dev_editor, edit
 from tests.images import decode, png_bytes
 
 QUICK = {"seed": 3, "width": 64, "height": 64}
-
-
-def edit(
-    editor: QwenEditor, progress: ProgressLog | None = None, **options: Any
-) -> tuple[bytes, ResultMeta]:
-    log = progress if progress is not None else ProgressLog()
-    raw = RawEdit([png_bytes(64, 48)], "make the sky a deep purple", options=json.dumps(options))
-    return run_edit(editor, raw, log, log.is_cancelled)
-
-
-@contextmanager
-def counting_blocks(editor: QwenEditor) -> Iterator[list[int]]:
-    """How many transformer blocks ran: the real work, whatever the cache skipped."""
-    count = [0]
-    handles = [
-        block.register_forward_pre_hook(lambda *_args: count.__setitem__(0, count[0] + 1))
-        for block in editor.pipe.transformer.transformer_blocks
-    ]
-    try:
-        yield count
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager

@@ -1,17 +1,24 @@
-"""The tiny random-weight dev models, and quick editors loaded from them."""
+"""The tiny random-weight dev models, quick editors loaded from them, and runs of them."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from qie_engine.contract import ResultMeta
+from qie_engine.edit_request import RawEdit
+from qie_engine.editor import run_edit
 from qie_engine.model_folder import DEV_STAND_INS_KEY, RANDOM_WEIGHTS_KEY
 from qie_engine.qwen_editor import QwenEditor
 from qie_engine.qwen_loader import load_editor
 from qie_engine.qwen_settings import QwenSettings
 from qie_engine.tiny_model import STAND_INS, save_tiny_pipeline
+from tests.engine.recorders import ProgressLog
+from tests.images import png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_PIXELS = STAND_INS.condition_pixels  # the dev model's own cap on the condition area
@@ -49,3 +56,27 @@ def dev_settings(model_dir: Path, **overrides: Any) -> QwenSettings:
 
 def dev_editor(model_dir: Path, name: str = "qwen_image_edit", **overrides: Any) -> QwenEditor:
     return load_editor(name, dev_settings(model_dir, **overrides))
+
+
+def edit(
+    editor: QwenEditor, progress: ProgressLog | None = None, **options: Any
+) -> tuple[bytes, ResultMeta]:
+    """One edit of a small PNG through run_edit, as Triton's adapter runs it."""
+    log = progress if progress is not None else ProgressLog()
+    raw = RawEdit([png_bytes(64, 48)], "make the sky a deep purple", options=json.dumps(options))
+    return run_edit(editor, raw, log, log.is_cancelled)
+
+
+@contextmanager
+def counting_blocks(editor: QwenEditor) -> Iterator[list[int]]:
+    """How many transformer blocks ran: the real work, whatever the cache skipped."""
+    count = [0]
+    handles = [
+        block.register_forward_pre_hook(lambda *_args: count.__setitem__(0, count[0] + 1))
+        for block in editor.pipe.transformer.transformer_blocks
+    ]
+    try:
+        yield count
+    finally:
+        for handle in handles:
+            handle.remove()
