@@ -106,7 +106,7 @@ def measure(gateway_url: str, photo: bytes, all_ways: list[Way], repetitions: in
 
 
 def summaries_of(all_ways: list[Way]) -> list[dict[str, Any]]:
-    summaries = summaries_of(all_ways)
+    summaries = [way.summary() for way in all_ways]
     whole = {s["model"]: s for s in summaries if s["way"] == "whole"}
     for s in summaries:
         if s["way"] == "whole_input":  # resized after the edit, which ran at the whole's size
