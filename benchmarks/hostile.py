@@ -23,6 +23,7 @@ import resource
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -101,22 +102,23 @@ def submit(url: str, image: bytes, model: str, options: dict[str, Any]) -> httpx
     )
 
 
-async def follow(client: httpx.AsyncClient, url: str, job_id: str) -> bool:
-    """Whether one follower saw the job's final event."""
+async def follow(client: httpx.AsyncClient, url: str, job_id: str) -> str:
+    """How one follower's stream ended: its last event ("completed" when it saw the end), the
+    HTTP status it was refused with, or the client's error."""
     try:
         async with client.stream("GET", f"{url}/jobs/{job_id}/events", headers=AUTH) as answer:
             if answer.status_code != 200:
-                return False
-            last = ""
+                return f"HTTP {answer.status_code}"
+            last = "no event"
             async for line in answer.aiter_lines():
                 if line.startswith("event:"):
                     last = line.split(":", 1)[1].strip()
-            return last == "completed"
-    except httpx.HTTPError:
-        return False
+            return last
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
 
 
-async def crowd(url: str, job_id: str, followers: int) -> tuple[list[bool], list[float]]:
+async def crowd(url: str, job_id: str, followers: int) -> tuple[list[str], list[float]]:
     limits = httpx.Limits(max_connections=followers + 10, max_keepalive_connections=10)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         tasks = [asyncio.create_task(follow(client, url, job_id)) for _ in range(followers)]
@@ -135,7 +137,8 @@ def followers_phase(process: GatewayProcess, followers: int) -> dict[str, Any]:
         seen, latencies = asyncio.run(crowd(process.url, job["job_id"], followers))
     return {
         "followers": followers,
-        "saw_the_end": sum(seen),
+        "saw_the_end": seen.count("completed"),
+        "endings": dict(Counter(seen)),
         "get_job_ms": summarize(latencies, 1000, 1),
         "peak_rss_mib": rss.peak_mib,
     }

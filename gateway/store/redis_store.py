@@ -38,6 +38,9 @@ from gateway.store.redis_events import RECHECK_S, RedisEventHub
 NO_ROOM_CHECK = -1
 
 
+EventsFound = dict[str, list[JobEvent]]
+
+
 class RedisJobStore:
     def __init__(
         self,
@@ -58,6 +61,8 @@ class RedisJobStore:
         self.keys = keys or RedisKeys()
         self._create = script(redis, "create", prelude="queue_common")
         self._apply = script(redis, "apply")
+        # Followers of one job wake together at each of its events: the same read is made once.
+        self._reads: dict[tuple[tuple[str, int], ...], asyncio.Future[EventsFound]] = {}
 
     async def create(
         self, job: Job, event: NewEvent, request: EditInputs | None, room: Room | None = None
@@ -216,8 +221,27 @@ class RedisJobStore:
                 if any(delivered.values()):
                     return {j: events for j, events in delivered.items() if events}
 
-    async def _read_many(self, cursors: Mapping[str, int]) -> dict[str, list[JobEvent]]:
-        """The events after each cursor, in one round trip; JobGone names a job that is gone."""
+    async def _read_many(self, cursors: Mapping[str, int]) -> EventsFound:
+        """The events after each cursor, in one round trip; JobGone names a job that is gone.
+
+        Callers asking for the same cursors while a read is on its way share it (a hundred
+        viewers of one job cost one read per event, not a hundred); a caller that gives up does
+        not cancel it for the others. Written by hand: none of our dependencies coalesces calls.
+        """
+        key = tuple(sorted(cursors.items()))
+        shared = self._reads.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(self._read_now(dict(cursors)))
+            self._reads[key] = shared
+            shared.add_done_callback(lambda done: self._forget_read(key, done))
+        return dict(await asyncio.shield(shared))
+
+    def _forget_read(self, key: tuple[tuple[str, int], ...], done: asyncio.Future[Any]) -> None:
+        self._reads.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: whoever still waits raises it, and none is logged
+
+    async def _read_now(self, cursors: Mapping[str, int]) -> EventsFound:
         ids = list(cursors)
         with reachable():
             async with self.redis.pipeline(transaction=False) as pipe:

@@ -906,6 +906,32 @@ async def test_redis_stores_an_upload_once_for_every_job_that_edits_it(redis_url
 
 
 @async_test
+async def test_redis_followers_at_one_cursor_share_one_read_and_each_gets_the_events(
+    redis_url: str,
+) -> None:
+    """A hundred viewers of one job wake together at each event: one read serves them all, and
+    one that gives up does not take it from the others."""
+    store = RedisJobStore(connect(redis_url), ttl_s=TTL_S)
+    job, _ = await store.create(make_job(), QUEUED, None)
+    pipelines = []
+    real_pipeline = store.redis.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pipelines.append(args)
+        return real_pipeline(*args, **kwargs)
+
+    store.redis.pipeline = counted  # type: ignore[method-assign]
+    try:
+        readers = [asyncio.create_task(store.wait_events(job.id, 0, 5)) for _ in range(100)]
+        readers[0].cancel()
+        done = await asyncio.gather(*readers[1:])
+        assert all([e.id for e in events] == [1] for events in done)
+        assert len(pipelines) == 1
+    finally:
+        await store.close()
+
+
+@async_test
 async def test_redis_forgets_an_idle_job(redis_url: str) -> None:
     short_lived = RedisJobStore(connect(redis_url), ttl_s=1)
     long_lived = RedisJobStore(connect(redis_url), ttl_s=TTL_S)
