@@ -1,12 +1,11 @@
 """Jobs shared by every gateway replica through one Redis (keys: redis_connection.py).
 
-Waiting is done by the replica's event hub (redis_events.py), not by a blocking read per waiter:
-a waiter reads the job's stream through the bounded pool, then waits on the hub.
+Waiting is done by the replica's event hub (redis_events.py), not by a blocking read per waiter;
+redis_event_reads.py reads the events for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
@@ -23,22 +22,19 @@ from gateway.store.job_models import (
     JobEvent,
     NewEvent,
 )
-from gateway.store.job_store import JobGone, NewJob, QueueFull, Room
+from gateway.store.job_store import NewJob, QueueFull, Room
 from gateway.store.memory_store import DEFAULT_RESULT_TTL_S, DEFAULT_TTL_S
 from gateway.store.redis_codec import (
     blob_digests,
-    decode_events,
     decode_job,
     decode_request,
     request_items,
 )
 from gateway.store.redis_connection import GROUP, RedisKeys, reachable, script, sibling, text
+from gateway.store.redis_event_reads import RedisEventReads
 from gateway.store.redis_events import RECHECK_S, RedisEventHub
 
 NO_ROOM_CHECK = -1
-
-
-EventsFound = dict[str, list[JobEvent]]
 
 
 class RedisJobStore:
@@ -61,8 +57,7 @@ class RedisJobStore:
         self.keys = keys or RedisKeys()
         self._create = script(redis, "create", prelude="queue_common")
         self._apply = script(redis, "apply")
-        # Followers of one job wake together at each of its events: the same read is made once.
-        self._reads: dict[tuple[tuple[str, int], ...], asyncio.Future[EventsFound]] = {}
+        self._events = RedisEventReads(redis, self.hub, self.keys)
 
     async def create(
         self, job: Job, event: NewEvent, request: EditInputs | None, room: Room | None = None
@@ -197,65 +192,16 @@ class RedisJobStore:
         return decode_job(reply[2])
 
     async def events_after(self, job_id: str, last_id: int) -> list[JobEvent]:
-        with reachable():
-            entries = await self.redis.xrange(self.keys.events(job_id), min=max(last_id, 0) + 1)
-        return decode_events(entries or [])
+        return await self._events.after(job_id, last_id)
 
     async def wait_events(self, job_id: str, last_id: int, timeout: float) -> list[JobEvent]:
-        found = await self.wait_many({job_id: last_id}, timeout)
+        found = await self._events.wait_many({job_id: last_id}, timeout)
         return found.get(job_id, [])
 
     async def wait_many(
         self, cursors: Mapping[str, int], timeout: float
     ) -> dict[str, list[JobEvent]]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        with self.hub.listening(list(cursors)) as listener:
-            while True:
-                found = await self._read_many(cursors)
-                remaining = deadline - loop.time()
-                if found or remaining <= 0 or not cursors:
-                    return found
-                await listener.wait(min(remaining, RECHECK_S))
-                delivered = {j: listener.take(j, last) for j, last in cursors.items()}
-                if any(delivered.values()):
-                    return {j: events for j, events in delivered.items() if events}
-
-    async def _read_many(self, cursors: Mapping[str, int]) -> EventsFound:
-        """The events after each cursor, in one round trip; JobGone names a job that is gone.
-
-        Callers asking for the same cursors while a read is on its way share it (a hundred
-        viewers of one job cost one read per event, not a hundred); a caller that gives up does
-        not cancel it for the others. Written by hand: none of our dependencies coalesces calls.
-        """
-        key = tuple(sorted(cursors.items()))
-        shared = self._reads.get(key)
-        if shared is None:
-            shared = asyncio.ensure_future(self._read_now(dict(cursors)))
-            self._reads[key] = shared
-            shared.add_done_callback(lambda done: self._forget_read(key, done))
-        return dict(await asyncio.shield(shared))
-
-    def _forget_read(self, key: tuple[tuple[str, int], ...], done: asyncio.Future[Any]) -> None:
-        self._reads.pop(key, None)
-        if not done.cancelled():
-            done.exception()  # retrieved: whoever still waits raises it, and none is logged
-
-    async def _read_now(self, cursors: Mapping[str, int]) -> EventsFound:
-        ids = list(cursors)
-        with reachable():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.exists(self.keys.job(job_id))
-                    pipe.xrange(self.keys.events(job_id), min=max(cursors[job_id], 0) + 1)
-                replies = await pipe.execute()
-        found: dict[str, list[JobEvent]] = {}
-        for job_id, exists, entries in zip(ids, replies[::2], replies[1::2], strict=True):
-            if entries:
-                found[job_id] = decode_events(entries)
-            elif not exists:
-                raise JobGone(job_id)
-        return found
+        return await self._events.wait_many(cursors, timeout)
 
     async def get_result(self, job_id: str) -> bytes | None:
         with reachable():

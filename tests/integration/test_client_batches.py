@@ -275,6 +275,8 @@ def test_ctrl_c_on_qie_batch_cancels_the_batch(gateway: GatewayServer, tmp_path:
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        # As at a terminal: a suite started in the background inherits SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     assert process.stderr is not None
     first = process.stderr.readline()  # "batch <id>: 2 edits"
